@@ -1,0 +1,37 @@
+package nftctl
+
+import (
+	"errors"
+	"net/netip"
+)
+
+// Defaults.
+const (
+	DefaultTable = "netshape"
+	DefaultMark  = 0x5e7
+)
+
+// ErrUnavailable wraps failures to talk to nftables at all (no kernel support,
+// no permission).
+var ErrUnavailable = errors.New("nftables unavailable")
+
+// Config says what to redirect and what to leave alone.
+type Config struct {
+	Table     string         // table name; DefaultTable when empty
+	Port      uint16         // proxy listen port on 127.0.0.1 and ::1
+	Mark      uint32         // socket mark of the proxy's upstream sockets; DefaultMark when 0
+	Bypass    []netip.Prefix // destinations never redirected
+	BlockQUIC bool           // reject outbound UDP 443 so browsers fall back to TCP
+	// BlockedIfaces get all traffic dropped in and out (an interface quota ran out).
+	BlockedIfaces []string
+}
+
+func (c Config) withDefaults() Config {
+	if c.Table == "" {
+		c.Table = DefaultTable
+	}
+	if c.Mark == 0 {
+		c.Mark = DefaultMark
+	}
+	return c
+}

@@ -1,0 +1,167 @@
+package nftctl
+
+import (
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/netshape/netshape/internal/nstest"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+var goldenConfigs = []struct {
+	name string
+	cfg  Config
+}{
+	{"default", Config{Port: 9040}},
+	{"bypass", Config{Port: 9040, Bypass: []netip.Prefix{
+		netip.MustParsePrefix("192.168.0.0/16"), netip.MustParsePrefix("10.1.2.3/32"),
+		netip.MustParsePrefix("fe80::/10"), netip.MustParsePrefix("fd00:5e7::7/128")}}},
+	{"quic_blocked_iface", Config{Port: 9041, Mark: 0x77, BlockQUIC: true, BlockedIfaces: []string{"usb0", "wwan0"}}},
+}
+
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	p := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(p, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create)", err)
+	}
+	if got != string(want) {
+		t.Errorf("%s differs from golden file (go test -update rewrites it)\n--- got\n%s\n--- want\n%s", name, got, want)
+	}
+}
+
+func TestGoldenText(t *testing.T) {
+	for _, tc := range goldenConfigs {
+		t.Run(tc.name, func(t *testing.T) {
+			golden(t, tc.name+".nft", Text(tc.cfg))
+		})
+	}
+}
+
+// TestGoldenNetlink pins the exact netlink messages Install sends.
+func TestGoldenNetlink(t *testing.T) {
+	for _, tc := range goldenConfigs {
+		t.Run(tc.name, func(t *testing.T) {
+			var b strings.Builder
+			n := New(tc.cfg, nil)
+			n.dial = func() (*nftables.Conn, error) {
+				return nftables.New(nftables.WithTestDial(func(req []netlink.Message) ([]netlink.Message, error) {
+					for _, m := range req {
+						fmt.Fprintf(&b, "type=%#x flags=%#x %s\n", uint16(m.Header.Type), uint16(m.Header.Flags), hex.EncodeToString(m.Data))
+					}
+					return req, nil
+				}))
+			}
+			if err := n.Install(); err != nil {
+				t.Fatal(err)
+			}
+			golden(t, tc.name+".netlink", b.String())
+		})
+	}
+}
+
+func TestBadConfigTextIsStable(t *testing.T) {
+	// Defaults fill in: an empty config still names the table and the mark.
+	s := Text(Config{Port: 1})
+	for _, want := range []string{"table inet netshape", "meta mark 0x5e7 return", "redirect to :1", "ip daddr 127.0.0.0/8 return", "ip6 daddr ::1 return"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("Text lacks %q:\n%s", want, s)
+		}
+	}
+	if strings.Contains(s, "filter_out") {
+		t.Errorf("no filter chain expected without blocks:\n%s", s)
+	}
+}
+
+// TestKernelLifecycle installs, inspects, replaces and removes the table in a
+// throwaway namespace, against the real kernel.
+func TestKernelLifecycle(t *testing.T) {
+	p := nstest.NewPair(t, "tnft")
+	fd, err := nstest.FD(p.Cli)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	cfg := goldenConfigs[1].cfg
+	n := New(cfg, nil)
+	n.dial = func() (*nftables.Conn, error) { return nftables.New(nftables.WithNetNSFd(fd)) }
+
+	rulesIn := func() map[string]int {
+		conn, err := n.dial()
+		if err != nil {
+			t.Fatal(err)
+		}
+		tbl := &nftables.Table{Name: DefaultTable, Family: nftables.TableFamilyINet}
+		chains, err := conn.ListChainsOfTableFamily(nftables.TableFamilyINet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]int{}
+		for _, c := range chains {
+			if c.Table.Name != DefaultTable {
+				continue
+			}
+			rs, err := conn.GetRules(tbl, c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got[c.Name] = len(rs)
+		}
+		return got
+	}
+
+	if err := n.Cleanup(); err != nil {
+		t.Fatalf("Cleanup with nothing installed: %v", err)
+	}
+	if err := n.Install(); err != nil {
+		t.Fatal(err)
+	}
+	_, want := ruleset(n.cfg)
+	if got := rulesIn(); got["out"] != len(want) || len(got) != 1 {
+		t.Fatalf("after Install: chains/rules %v, want out=%d", got, len(want))
+	}
+	// Install again replaces rather than duplicates.
+	if err := n.Install(); err != nil {
+		t.Fatal(err)
+	}
+	if got := rulesIn(); got["out"] != len(want) {
+		t.Fatalf("after second Install: %v", got)
+	}
+	if err := n.SetBlockedIfaces([]string{p.CliIf}); err != nil {
+		t.Fatal(err)
+	}
+	if got := rulesIn(); got["filter_out"] != 1 || got["filter_in"] != 1 {
+		t.Fatalf("after SetBlockedIfaces: %v", got)
+	}
+	// A second backend (a new run after a crash) cleans up what the first left.
+	n2 := New(cfg, nil)
+	n2.dial = n.dial
+	if err := n2.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := n.Installed(); err != nil || ok {
+		t.Fatalf("Installed after Cleanup = %v, %v", ok, err)
+	}
+	for i := 0; i < 2; i++ {
+		if err := n.Remove(); err != nil {
+			t.Fatalf("Remove #%d: %v", i, err)
+		}
+	}
+}
