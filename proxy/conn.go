@@ -1,0 +1,332 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/netshape/netshape/flow"
+	"github.com/netshape/netshape/proxy/sniff"
+)
+
+// chunk is the largest copy between two counter updates when nothing limits the
+// flow: large enough that splice moves big runs, small enough that counters and
+// quota checks stay current.
+const chunk = 256 << 10
+
+// conn is one live flow.
+type conn struct {
+	p      *Proxy
+	client *net.TCPConn
+	up     atomic.Pointer[net.TCPConn]
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	in, out atomic.Int64
+
+	mu sync.Mutex
+	f  flow.Flow // ID, Src, Dst never change after handle starts
+
+	abortOnce sync.Once
+}
+
+func (c *conn) snapshot() flow.Flow {
+	c.mu.Lock()
+	f := c.f
+	c.mu.Unlock()
+	f.BytesIn = c.in.Load()
+	f.BytesOut = c.out.Load()
+	return f
+}
+
+func (c *conn) update(fn func(f *flow.Flow)) {
+	c.mu.Lock()
+	fn(&c.f)
+	c.mu.Unlock()
+}
+
+func (c *conn) setErr(s string) {
+	c.update(func(f *flow.Flow) {
+		if f.Err == "" {
+			f.Err = s
+		}
+	})
+}
+
+// abort resets both sides: the client and the server see an RST, not a FIN.
+func (c *conn) abort(reason string) {
+	c.abortOnce.Do(func() {
+		c.setErr(reason)
+		c.cancel()
+		reset(c.client)
+		if u := c.up.Load(); u != nil {
+			reset(u)
+		}
+	})
+}
+
+// reset closes a connection with an RST (SO_LINGER 0).
+func reset(c *net.TCPConn) {
+	c.SetLinger(0)
+	c.Close()
+}
+
+func (p *Proxy) handle(cc *net.TCPConn) {
+	defer p.wg.Done()
+	dst, err := p.cfg.OriginalDst(cc)
+	if err != nil {
+		p.log.Debug("dropping connection without original destination", "client", cc.RemoteAddr(), "err", err)
+		reset(cc)
+		return
+	}
+	if slices.Contains(p.cfg.Listen, dst) {
+		// Redirected to ourselves: someone dialled the proxy port through the redirect.
+		reset(cc)
+		return
+	}
+	src := cc.RemoteAddr().(*net.TCPAddr).AddrPort()
+	src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
+	c := &conn{p: p, client: cc}
+	c.ctx, c.cancel = context.WithCancel(p.ctx)
+	defer c.cancel()
+	c.f = flow.Flow{ID: p.nextID.Add(1), Src: src, Dst: dst, Start: time.Now(), State: flow.StateDialing, UID: -1}
+	p.total.Add(1)
+	if !p.register(c) {
+		reset(cc)
+		return
+	}
+	defer p.unregister(c)
+	defer p.recoverFlow(c)
+	c.run()
+}
+
+func (c *conn) run() {
+	p, h := c.p, &c.p.cfg.Hooks
+	f := c.snapshot()
+	if h.Identify != nil {
+		h.Identify(&f)
+	}
+	if h.Name != nil {
+		f.Host, f.HostSource = h.Name(f.Dst.Addr())
+	}
+	// The client's first bytes (TLS SNI, HTTP Host) say best which host it
+	// meant. Look without waiting now; wait only when a decision depends on it.
+	sniffed := c.sniff(&f, 0)
+	if !sniffed && h.NeedsHost != nil && h.NeedsHost() {
+		sniffed = c.sniff(&f, p.cfg.PeekWait)
+	}
+	c.update(func(cf *flow.Flow) { copyIdentity(cf, &f) })
+
+	action := Allow
+	if h.Decide != nil {
+		action = h.Decide(&f)
+	}
+	if action == Ask {
+		action = c.hold(&f)
+	}
+	c.update(func(cf *flow.Flow) { cf.Verdict, cf.RuleID = f.Verdict, f.RuleID })
+	if action != Allow {
+		p.denied.Add(1)
+		if f.Verdict == "" {
+			c.update(func(cf *flow.Flow) { cf.Verdict = "deny" })
+		}
+		c.abort("denied")
+		return
+	}
+
+	var lim Limiter
+	if h.Limit != nil {
+		var err error
+		if lim, err = h.Limit(&f); err != nil {
+			p.denied.Add(1)
+			c.abort(err.Error())
+			return
+		}
+		if lim != nil {
+			defer lim.Close()
+		}
+	}
+
+	c.update(func(cf *flow.Flow) { cf.State = flow.StateDialing })
+	up, err := c.dial()
+	if err != nil {
+		p.failed.Add(1)
+		c.abort(err.Error())
+		return
+	}
+	if !sniffed {
+		c.sniff(&f, 0)
+	}
+	if f.Host == "" && h.NameLater != nil {
+		f.Host, f.HostSource = h.NameLater(f.Dst.Addr())
+	}
+	iface := p.ifaces.name(up.LocalAddr().(*net.TCPAddr).AddrPort().Addr())
+	c.update(func(cf *flow.Flow) {
+		cf.Host, cf.HostSource, cf.Iface, cf.State = f.Host, f.HostSource, iface, flow.StateOpen
+	})
+	c.relay(up, lim)
+}
+
+// copyIdentity copies what run learnt about the flow before it was decided.
+func copyIdentity(dst, src *flow.Flow) {
+	dst.PID, dst.PPID, dst.Exe, dst.Cmdline = src.PID, src.PPID, src.Exe, src.Cmdline
+	dst.UID, dst.User, dst.Cgroup = src.UID, src.User, src.Cgroup
+	dst.Host, dst.HostSource = src.Host, src.HostSource
+}
+
+func (c *conn) dial() (*net.TCPConn, error) {
+	nc, err := c.p.dialer.DialContext(c.ctx, "tcp", c.f.Dst.String())
+	if err != nil {
+		if c.ctx.Err() == nil {
+			c.p.log.Info("upstream unreachable; client reset", "flow", c.f.ID, "dst", c.f.Dst, "err", err)
+		}
+		return nil, err
+	}
+	up := nc.(*net.TCPConn)
+	c.up.Store(up)
+	if c.ctx.Err() != nil { // aborted while dialling
+		reset(up)
+		return nil, c.ctx.Err()
+	}
+	return up, nil
+}
+
+// sniff looks at the client's first bytes without consuming them and, when
+// they name a host (TLS SNI, HTTP Host), sets f.Host. It waits up to wait for
+// bytes to arrive. It reports whether it found a name.
+func (c *conn) sniff(f *flow.Flow, wait time.Duration) bool {
+	if f.HostSource == flow.HostSNI || f.HostSource == flow.HostHTTP {
+		return true
+	}
+	bp := peekPool.Get().(*[]byte)
+	defer peekPool.Put(bp)
+	buf := *bp
+	deadline := time.Now().Add(wait)
+	for {
+		n, err := peek(c.client, buf, wait > 0, deadline)
+		if err != nil || n == 0 {
+			return false
+		}
+		host, src, err := sniff.Detect(buf[:n])
+		if err == nil && host != "" {
+			f.Host, f.HostSource = host, src
+			if h := c.p.cfg.Hooks.Sniffed; h != nil {
+				h(f)
+			}
+			return true
+		}
+		if !errors.Is(err, sniff.ErrNeedMore) || n == len(buf) || wait <= 0 || !time.Now().Before(deadline) {
+			return false
+		}
+		// A ClientHello split over segments: wait for the rest.
+		time.Sleep(time.Millisecond)
+	}
+}
+
+var peekPool = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
+
+// hold keeps the flow until Ask answers, the client gives up, or the daemon stops.
+func (c *conn) hold(f *flow.Flow) Action {
+	h := c.p.cfg.Hooks
+	if h.Ask == nil {
+		return Deny
+	}
+	c.update(func(cf *flow.Flow) { cf.State = flow.StateHeld })
+	ctx, cancel := context.WithCancel(c.ctx)
+	defer cancel()
+	go func() {
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if clientGone(c.client) {
+					c.setErr("client gave up while held")
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	a := h.Ask(ctx, f)
+	if ctx.Err() != nil && a == Allow {
+		return Deny // nobody is waiting any more
+	}
+	return a
+}
+
+// relay copies both directions until both end, then closes both sides.
+func (c *conn) relay(up *net.TCPConn, lim Limiter) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer c.p.recoverFlow(c)
+		c.copy(c.client, up, In, &c.in, lim)
+	}()
+	c.copy(up, c.client, Out, &c.out, lim)
+	<-done
+	c.client.Close()
+	up.Close()
+}
+
+// copy moves src to dst in chunks until EOF, then half-closes dst. Any other
+// error resets both sides, so a reset on one side reaches the other.
+func (c *conn) copy(dst, src *net.TCPConn, d Dir, n *atomic.Int64, lim Limiter) {
+	for {
+		want := chunk
+		if lim != nil {
+			g, err := lim.Grant(c.ctx, d, chunk)
+			if err != nil {
+				c.abort(err.Error())
+				return
+			}
+			want = g
+		}
+		w, err := io.CopyN(dst, src, int64(want))
+		n.Add(w)
+		if lim != nil {
+			if qerr := lim.Done(d, int(w)); qerr != nil {
+				// Quota ran out: end cleanly (FIN) in both directions.
+				c.setErr(qerr.Error())
+				c.client.CloseWrite()
+				c.up.Load().CloseWrite()
+				c.client.CloseRead()
+				c.up.Load().CloseRead()
+				return
+			}
+		}
+		switch {
+		case err == nil:
+			continue
+		case err == io.EOF:
+			dst.CloseWrite()
+			return
+		default:
+			if c.ctx.Err() == nil {
+				c.setErr(err.Error())
+			}
+			c.abort(err.Error())
+			return
+		}
+	}
+}
+
+func sortByID(fs []flow.Flow) {
+	slices.SortFunc(fs, func(a, b flow.Flow) int {
+		switch {
+		case a.ID < b.ID:
+			return -1
+		case a.ID > b.ID:
+			return 1
+		}
+		return 0
+	})
+}

@@ -1,0 +1,50 @@
+package proxy
+
+import (
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// ifaceCache maps a local address to the name of the interface that holds it,
+// so each flow can say which interface it leaves by. It rereads the system's
+// interfaces on a miss, at most once a second.
+type ifaceCache struct {
+	mu      sync.Mutex
+	byAddr  map[netip.Addr]string
+	lastRun time.Time
+}
+
+func (ic *ifaceCache) name(a netip.Addr) string {
+	a = a.Unmap()
+	ic.mu.Lock()
+	defer ic.mu.Unlock()
+	if n, ok := ic.byAddr[a]; ok {
+		return n
+	}
+	if time.Since(ic.lastRun) < time.Second {
+		return ""
+	}
+	ic.lastRun = time.Now()
+	m := map[netip.Addr]string{}
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return ""
+	}
+	for _, ifc := range ifs {
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, ad := range addrs {
+			if ipn, ok := ad.(*net.IPNet); ok {
+				if ip, ok := netip.AddrFromSlice(ipn.IP); ok {
+					m[ip.Unmap()] = ifc.Name
+				}
+			}
+		}
+	}
+	ic.byAddr = m
+	return m[a]
+}
