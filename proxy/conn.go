@@ -214,6 +214,9 @@ func (c *conn) sniff(f *flow.Flow, wait time.Duration) bool {
 			return false
 		}
 		host, src, err := sniff.Detect(buf[:n])
+		if _, perr := netip.ParseAddr(host); perr == nil {
+			return false // an address literal (Host: 10.0.0.1) names nothing
+		}
 		if err == nil && host != "" {
 			f.Host, f.HostSource = host, src
 			if h := c.p.cfg.Hooks.Sniffed; h != nil {

@@ -1,0 +1,102 @@
+package main
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/netshape/netshape/daemon"
+)
+
+func startCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "start",
+		Usage: "redirect outbound TCP through netshape and run in the foreground until SIGINT/SIGTERM",
+		Description: `Installs redirect rules (nftables on Linux, pf on macOS/FreeBSD) so every outbound TCP
+connection goes through netshape's transparent proxy, and removes them on exit.
+A run killed with -9 leaves them: the next start, or "netshape cleanup", removes them.`,
+		Flags: []cli.Flag{
+			socketFlag,
+			&cli.StringFlag{Name: "state-dir", Value: daemon.DefaultStateDir, Usage: "`DIR` for the pid file and database"},
+			&cli.StringFlag{Name: "group", Usage: "`GROUP` (name or gid) whose members may use the control socket (mode 0660); default root only (0600)"},
+			&cli.UintFlag{Name: "port", Value: daemon.DefaultPort, Usage: "proxy `PORT` on 127.0.0.1 and ::1"},
+			&cli.StringSliceFlag{Name: "bypass", Usage: "never redirect connections to `CIDR` (repeatable)"},
+			&cli.BoolFlag{Name: "block-quic", Value: true, Usage: "reject outbound UDP 443 (QUIC) so browsers use TCP, which netshape sees"},
+			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
+		},
+		Action: func(c *cli.Context) error {
+			cfg, err := startConfig(c)
+			if err != nil {
+				return err
+			}
+			return daemon.Run(c.Context, cfg)
+		},
+	}
+}
+
+func startConfig(c *cli.Context) (daemon.Config, error) {
+	log, err := newLogger(c.String("log-level"))
+	if err != nil {
+		return daemon.Config{}, err
+	}
+	port := c.Uint("port")
+	if port == 0 || port > 65535 {
+		return daemon.Config{}, fmt.Errorf("bad --port %d: use 1-65535", port)
+	}
+	var bypass []netip.Prefix
+	for _, s := range c.StringSlice("bypass") {
+		p, err := parsePrefix(s)
+		if err != nil {
+			return daemon.Config{}, err
+		}
+		bypass = append(bypass, p)
+	}
+	return daemon.Config{
+		StateDir:  c.String("state-dir"),
+		Socket:    socketPath(c),
+		Group:     c.String("group"),
+		Port:      uint16(port),
+		Bypass:    bypass,
+		BlockQUIC: c.Bool("block-quic"),
+		Version:   version,
+		Logger:    log,
+	}, nil
+}
+
+// parsePrefix accepts a CIDR or a single address.
+func parsePrefix(s string) (netip.Prefix, error) {
+	s = strings.TrimSpace(s)
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("bad --bypass %q: want a CIDR such as 192.168.0.0/16 or fd00::/8", s)
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("bad --bypass %q: want a CIDR such as 192.168.0.0/16 or an address", s)
+	}
+	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
+}
+
+func cleanupCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "cleanup",
+		Usage: "remove rules and state a crashed netshape left behind (idempotent)",
+		Flags: []cli.Flag{
+			socketFlag,
+			&cli.StringFlag{Name: "state-dir", Value: daemon.DefaultStateDir, Usage: "`DIR` of the run to clean up"},
+		},
+		Action: func(c *cli.Context) error {
+			msg, err := daemon.Cleanup(daemon.Config{StateDir: c.String("state-dir"), Socket: socketPath(c)})
+			if err != nil {
+				return err
+			}
+			fmt.Println(msg)
+			return nil
+		},
+	}
+}

@@ -1,0 +1,19 @@
+//go:build !linux
+
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+)
+
+// ErrUnsupported: no redirect backend for this system (yet).
+var ErrUnsupported = errors.New("unsupported system")
+
+func newRedirector(cfg Config, log *slog.Logger) (Redirector, error) {
+	return nil, fmt.Errorf("%w: netshape has no redirect backend for %s", ErrUnsupported, runtime.GOOS)
+}
+
+func hasIPv6Loopback() bool { return true }
