@@ -52,7 +52,7 @@ func TestMain(m *testing.M) {
 
 // env is a namespace pair with netshape running in the client namespace.
 type env struct {
-	t        *testing.T
+	t *testing.T
 	*nstest.Pair
 	dir      string // state dir and socket live here
 	socket   string
