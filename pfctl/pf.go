@@ -404,7 +404,11 @@ func (p *PF) enableRefLocked() (string, error) {
 	out, errOut, err := p.pfctl(nil, "-E")
 	token := parseEnableToken(errOut + "\n" + out)
 	if err != nil && token == "" {
-		return "", err
+		// "pf already enabled" without a token: pf is on, but we hold no
+		// reference of our own. Proceed; the rules work while pf stays on.
+		if !strings.Contains(errOut, "already enabled") {
+			return "", err
+		}
 	}
 	if token == "" {
 		p.log.Warn("pfctl -E printed no reference token; pf will stay enabled after netshape stops", "stderr", pfctlNoise(errOut))
