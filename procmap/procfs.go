@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -37,7 +38,8 @@ type procFS struct {
 	pids   map[int]*pidFDs
 	info   map[int]procInfo
 
-	scanMu sync.Mutex // one miss scan at a time
+	scanMu sync.Mutex   // one miss scan at a time
+	scans  atomic.Int64 // scanPID calls, for tests
 }
 
 type sockRef struct{ pid, fd int }
@@ -170,6 +172,7 @@ func (fs *procFS) scan(inode uint64) (int, error) {
 // scanPID reads the fds of pid, records its sockets in the cache, and reports
 // whether one of them is want. full=false skips fds known to be non-sockets.
 func (fs *procFS) scanPID(pid int, want uint64, full bool) bool {
+	fs.scans.Add(1)
 	dir := fs.pidPath(pid, "fd")
 	f, err := os.Open(dir)
 	if err != nil {
