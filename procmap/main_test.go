@@ -1,0 +1,32 @@
+package procmap
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"testing"
+)
+
+// TestMain doubles as a helper process: with PROCMAP_HELPER set, the test
+// binary connects to PROCMAP_ADDR, prints its local address and then either
+// waits for stdin to close ("hold") or exits at once ("exit").
+func TestMain(m *testing.M) {
+	if mode := os.Getenv("PROCMAP_HELPER"); mode != "" {
+		os.Exit(helper(mode, os.Getenv("PROCMAP_ADDR")))
+	}
+	os.Exit(m.Run())
+}
+
+func helper(mode, addr string) int {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "helper dial:", err)
+		return 2
+	}
+	fmt.Println(c.LocalAddr().String())
+	if mode == "hold" {
+		_, _ = bufio.NewReader(os.Stdin).ReadString('\n') // until the test closes stdin
+	}
+	return 0
+}

@@ -1,0 +1,180 @@
+package procmap
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync/atomic"
+)
+
+// Proc is the process that owns a socket.
+type Proc struct {
+	PID     int    `json:"pid"`               // 0: unknown
+	PPID    int    `json:"ppid,omitempty"`    // parent pid, 0 when unknown
+	Exe     string `json:"exe,omitempty"`     // absolute path of the executable
+	Cmdline string `json:"cmdline,omitempty"` // argv joined by spaces
+	UID     int    `json:"uid"`               // -1: unknown
+	User    string `json:"user,omitempty"`    // user name of UID, "" when unknown
+	Cgroup  string `json:"cgroup,omitempty"`  // cgroup v2 path (Linux only)
+}
+
+var (
+	// ErrNotFound means no process owning the socket was found. Lookup still
+	// returns the Proc with whatever is known (often the UID).
+	ErrNotFound = errors.New("procmap: owning process not found")
+	// ErrClosed is returned by Lookup after Close.
+	ErrClosed = errors.New("procmap: map is closed")
+	// ErrUnsupported is returned on systems without a socket-owner backend.
+	ErrUnsupported = errors.New("procmap: not supported on this system")
+)
+
+// Options configure a Map. The zero value is usable.
+type Options struct {
+	// Logger receives debug and warning messages. Nil discards them.
+	Logger *slog.Logger
+	// ProcRoot is the procfs mount (Linux). Default "/proc". Tests point it at
+	// a fake tree.
+	ProcRoot string
+	// MaxProcs bounds the cached process details. Default 4096.
+	MaxProcs int
+	// MaxSockets bounds the cached socket inode → pid entries. Default 262144.
+	MaxSockets int
+}
+
+func (o *Options) defaults() {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if o.ProcRoot == "" {
+		o.ProcRoot = "/proc"
+	}
+	if o.MaxProcs <= 0 {
+		o.MaxProcs = 4096
+	}
+	if o.MaxSockets <= 0 {
+		o.MaxSockets = 262144
+	}
+}
+
+// backend is the per-system part. lookup fills everything but User.
+type backend interface {
+	lookup(local, remote netip.AddrPort) (Proc, error)
+	// ppid returns the parent of pid.
+	ppid(pid int) (int, error)
+	// parents returns pid → ppid for every process.
+	parents() (map[int]int, error)
+	close() error
+}
+
+// Map finds the process behind a socket. It is safe for concurrent use.
+type Map struct {
+	log    *slog.Logger
+	sys    backend
+	users  *userCache
+	closed atomic.Bool
+}
+
+// New returns a Map. It opens what the system needs lazily (Linux: a netlink
+// socket per concurrent lookup), so New itself does not fail.
+func New(opts Options) *Map {
+	opts.defaults()
+	return &Map{
+		log:   opts.Logger,
+		sys:   newBackend(opts),
+		users: newUserCache(1024),
+	}
+}
+
+// Lookup returns the process owning the TCP socket whose local address is
+// local and whose peer is remote. IPv4, IPv6 and v4-mapped IPv6 addresses are
+// accepted (mapped ones are unmapped first). When the owner cannot be found
+// the returned Proc carries what is known (UID or -1, PID 0) and the error
+// wraps ErrNotFound.
+func (m *Map) Lookup(local, remote netip.AddrPort) (Proc, error) {
+	unknown := Proc{UID: -1}
+	if m.closed.Load() {
+		return unknown, ErrClosed
+	}
+	local = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
+	remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
+	if !local.IsValid() || !remote.IsValid() || local.Addr().Is4() != remote.Addr().Is4() {
+		return unknown, fmt.Errorf("procmap: lookup %v → %v: need two valid addresses of one family: %w", local, remote, ErrNotFound)
+	}
+	p, err := m.sys.lookup(local, remote)
+	if p.UID >= 0 {
+		p.User = m.users.name(p.UID)
+	}
+	if err != nil {
+		m.log.Debug("procmap: lookup failed", "local", local, "remote", remote, "uid", p.UID, "err", err)
+	}
+	return p, err
+}
+
+// InTree reports whether pid is root or one of its descendants, by walking
+// the parent chain. It is meant for `netshape run`: flows of a command and of
+// everything it started.
+func (m *Map) InTree(pid, root int) bool {
+	for range 4096 { // bounded: the chain ends at 1 long before this
+		if pid == root {
+			return true
+		}
+		if pid <= 1 {
+			return false
+		}
+		pp, err := m.sys.ppid(pid)
+		if err != nil || pp == pid {
+			return false
+		}
+		pid = pp
+	}
+	return false
+}
+
+// Descendants returns the pids of every living descendant of root (root
+// itself excluded), in breadth-first order.
+func (m *Map) Descendants(root int) ([]int, error) {
+	par, err := m.sys.parents()
+	if err != nil {
+		return nil, fmt.Errorf("procmap: list processes for descendants of %d: %w", root, err)
+	}
+	return descendants(par, root), nil
+}
+
+func descendants(parents map[int]int, root int) []int {
+	children := make(map[int][]int, len(parents))
+	for pid, pp := range parents {
+		if pid != pp {
+			children[pp] = append(children[pp], pid)
+		}
+	}
+	for _, c := range children {
+		slices.Sort(c)
+	}
+	var out []int
+	seen := map[int]bool{root: true}
+	queue := []int{root}
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		for _, c := range children[p] {
+			if !seen[c] {
+				seen[c] = true
+				out = append(out, c)
+				queue = append(queue, c)
+			}
+		}
+	}
+	return out
+}
+
+// Close releases the Map's resources. It is idempotent; Lookup fails with
+// ErrClosed afterwards.
+func (m *Map) Close() error {
+	if m.closed.Swap(true) {
+		return nil
+	}
+	return m.sys.close()
+}
