@@ -511,3 +511,18 @@ func BenchmarkObserveUDP(b *testing.B) {
 		m.ObserveUDP(msg)
 	}
 }
+
+func TestZeroAndZonedAddr(t *testing.T) {
+	m := New(Config{})
+	defer m.Close()
+	m.ObserveUDP(response(t, "z.example", dns.TypeAAAA, "z.example. 300 IN AAAA fe80::1"))
+	if n, ok := m.Name(netip.Addr{}); ok {
+		t.Errorf("Name(zero Addr) = %q", n)
+	}
+	if n, ok := m.PTR(netip.Addr{}); ok {
+		t.Errorf("PTR(zero Addr) = %q", n)
+	}
+	if n, ok := m.Name(netip.MustParseAddr("fe80::1%eth0")); !ok || n != "z.example" {
+		t.Errorf("Name(fe80::1%%eth0) = %q, %v; want the zone ignored", n, ok)
+	}
+}
