@@ -16,5 +16,5 @@
 // PTR is a fallback for IPs no answer was seen for: it returns a cached
 // reverse name at once and otherwise starts one background lookup (bounded
 // concurrency, deduplicated, negatively cached, with a timeout), so it never
-// delays a flow.
+// delays a flow. PTR answers seen on the wire fill the same cache.
 package dnsmap

@@ -30,6 +30,9 @@ func udpSeeds(tb testing.TB) [][]byte {
 		{0, 1, 0x81, 0x80, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 12, 0, 1, 0, 1},     // compression pointer to itself
 		{0, 1, 0x81, 0x80, 0, 1, 0, 0, 0, 0, 0, 0, 0x40, 'a', 0, 0, 1, 0, 1}, // label length 64
 		{},
+		response(tb, "5.0.18.198.in-addr.arpa", dns.TypePTR,
+			"5.0.18.198.in-addr.arpa. 300 IN CNAME 5.0/26.0.18.198.in-addr.arpa.",
+			"5.0/26.0.18.198.in-addr.arpa. 300 IN PTR five.example."),
 	}
 }
 
@@ -105,10 +108,29 @@ func FuzzObserveTCP(f *testing.F) {
 	})
 }
 
+func FuzzParseReverse(f *testing.F) {
+	for _, s := range []string{"1.0.18.198.in-addr.arpa.", "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.7.e.5.0.0.0.d.f.ip6.arpa.", "01.2.3.4.in-addr.arpa", "x.ip6.arpa"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		ip, ok := parseReverse(name)
+		if !ok {
+			return
+		}
+		want, err := dns.ReverseAddr(ip.String())
+		if err != nil || !strings.EqualFold(strings.TrimSuffix(want, "."), strings.TrimSuffix(name, ".")) {
+			t.Fatalf("parseReverse(%q) = %s, whose reverse name is %q", name, ip, want)
+		}
+	})
+}
+
 // TestWriteCorpus regenerates the checked-in seed corpus when run with
 // -write-corpus; without it, it checks that the corpus is there.
 func TestWriteCorpus(t *testing.T) {
 	sets := map[string][][]byte{"FuzzObserveUDP": udpSeeds(t), "FuzzObserveTCP": tcpSeeds(t)}
+	if !*writeCorpus {
+		sets["FuzzParseReverse"] = nil
+	}
 	for fuzzer, seeds := range sets {
 		dir := filepath.Join("testdata", "fuzz", fuzzer)
 		if !*writeCorpus {

@@ -91,6 +91,12 @@ func (m *Map) learn(msg *dns.Msg) {
 					m.addHints(&rr.SVCB, qname, min(ttl, h.Ttl), now)
 				case *dns.SVCB:
 					m.addHints(rr, qname, min(ttl, h.Ttl), now)
+				case *dns.PTR:
+					if ip, ok := parseReverse(q.Name); ok {
+						if name, ok := normalize(rr.Ptr); ok {
+							m.ptr.store(ip, name, min(ttl, h.Ttl), now)
+						}
+					}
 				case *dns.CNAME:
 					if next == "" {
 						next, ttl = rr.Target, min(ttl, h.Ttl)

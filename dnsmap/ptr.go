@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"sync"
+	"time"
 )
 
 // ptrCache holds reverse names, failures (name ""), and the lookups in flight.
@@ -95,10 +96,25 @@ func (p *ptrCache) lookup(ip netip.Addr) {
 	if p.ctx.Err() != nil {
 		return // closed: the failure is ours, not the resolver's
 	}
+	p.put(ip, ptrEntry{name: name, expires: now + int64(ttl)}, now)
+}
+
+// store records a PTR answer seen on the wire: ttl seconds plus the grace
+// forward names get, capped by MaxTTL.
+func (p *ptrCache) store(ip netip.Addr, name string, ttl uint32, now int64) {
+	ip = key(ip)
+	exp := now + min(int64(ttl)*int64(time.Second)+p.m.grace, p.m.maxTTL)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.put(ip, ptrEntry{name: name, expires: exp}, now)
+}
+
+// put adds or replaces an entry, evicting one when full. Called under mu.
+func (p *ptrCache) put(ip netip.Addr, e ptrEntry, now int64) {
 	if _, ok := p.cache[ip]; !ok && len(p.cache) >= p.m.cfg.PTRMaxEntries {
 		p.evictOne(now)
 	}
-	p.cache[ip] = ptrEntry{name: name, expires: now + int64(ttl)}
+	p.cache[ip] = e
 }
 
 // evictOne drops an expired entry if it finds one among the first few it
