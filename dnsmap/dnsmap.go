@@ -83,6 +83,7 @@ func (c *Config) setDefaults() {
 type Stats struct {
 	Observed  uint64 // DNS messages parsed (queries and responses)
 	Malformed uint64 // messages that did not parse, skipped
+	Truncated uint64 // observed messages cut short after a whole answer section, learned from
 	Partial   uint64 // incomplete messages at the end of a TCP segment, skipped
 	Entries   int    // IPs with at least one name
 	Evicted   uint64 // IPs dropped to stay under MaxEntries
@@ -103,7 +104,7 @@ type Map struct {
 	shift  uint // hash >> shift picks the shard
 	shards []shard
 
-	observed, malformed, partial, evicted atomic.Uint64
+	observed, malformed, truncated, partial, evicted atomic.Uint64
 
 	ptr ptrCache
 }
@@ -272,6 +273,7 @@ func (m *Map) Stats() Stats {
 	st := Stats{
 		Observed:  m.observed.Load(),
 		Malformed: m.malformed.Load(),
+		Truncated: m.truncated.Load(),
 		Partial:   m.partial.Load(),
 		Evicted:   m.evicted.Load(),
 	}

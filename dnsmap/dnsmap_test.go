@@ -526,3 +526,36 @@ func TestZeroAndZonedAddr(t *testing.T) {
 		t.Errorf("Name(fe80::1%%eth0) = %q, %v; want the zone ignored", n, ok)
 	}
 }
+
+func TestNameDoesNotAllocate(t *testing.T) {
+	m := New(Config{})
+	defer m.Close()
+	m.ObserveUDP(response(t, "a.example", dns.TypeA, "a.example. 300 IN A 198.18.0.1"))
+	hit, miss := netip.MustParseAddr("::ffff:198.18.0.1"), netip.MustParseAddr("198.18.0.2")
+	if n := testing.AllocsPerRun(100, func() { m.Name(hit); m.Name(miss) }); n != 0 {
+		t.Errorf("Name allocates %v times per call pair, want 0", n)
+	}
+}
+
+func TestTruncatedAfterAnswers(t *testing.T) {
+	q := new(dns.Msg)
+	q.SetQuestion("t.example.", dns.TypeA)
+	r := new(dns.Msg)
+	r.SetReply(q)
+	a, _ := dns.NewRR("t.example. 300 IN A 198.18.0.1")
+	ns, _ := dns.NewRR("example. 300 IN NS ns1.example.")
+	r.Answer, r.Ns = []dns.RR{a}, []dns.RR{ns}
+	b, err := r.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := New(Config{})
+	defer m.Close()
+	m.ObserveUDP(b[:len(b)-4]) // authority section cut short
+	mustName(t, m, "198.18.0.1", "t.example")
+	m.ObserveUDP(response(t, "u.example", dns.TypeA, "u.example. 300 IN A 198.18.0.2")[:40]) // answer cut
+	mustName(t, m, "198.18.0.2", "")
+	if st := m.Stats(); st.Observed != 1 || st.Truncated != 1 || st.Malformed != 1 {
+		t.Errorf("stats = %+v; want 1 observed (truncated), 1 malformed", st)
+	}
+}

@@ -46,12 +46,18 @@ func (m *Map) ObserveTCP(payload []byte) {
 }
 
 // observe parses and learns from one message; it reports whether it parsed.
+// A message cut short after a complete answer section (a capture snaplen
+// too small for the additional section, say) is still learned from: every
+// answer record in it parsed whole.
 func (m *Map) observe(b []byte) bool {
 	var msg dns.Msg
 	if err := msg.Unpack(b); err != nil {
-		m.malformed.Add(1)
-		m.cfg.Logger.Debug("dnsmap: skipping malformed DNS message", "len", len(b), "err", err)
-		return false
+		if len(msg.Answer) == 0 || len(msg.Question) == 0 {
+			m.malformed.Add(1)
+			m.cfg.Logger.Debug("dnsmap: skipping malformed DNS message", "len", len(b), "err", err)
+			return false
+		}
+		m.truncated.Add(1)
 	}
 	m.observed.Add(1)
 	if msg.Response && msg.Opcode == dns.OpcodeQuery && msg.Rcode == dns.RcodeSuccess {
