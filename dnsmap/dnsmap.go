@@ -20,7 +20,9 @@ type Resolver interface {
 
 // Config tunes a Map. The zero value of every field picks the default shown.
 type Config struct {
-	// MaxEntries bounds the number of IPs remembered (default 65536).
+	// MaxEntries bounds the number of IPs remembered (default 65536). The
+	// least recently used IP goes first; maps of 2048 entries and more are
+	// split in shards (by a seeded hash of the IP) with an LRU each.
 	MaxEntries int
 	// NamesPerIP bounds the names remembered per IP, most recent first (default 4).
 	NamesPerIP int
