@@ -341,7 +341,7 @@ func (m *Map) ptrSettled(ip netip.Addr) bool {
 	defer m.ptr.mu.Unlock()
 	e, cached := m.ptr.cache[key(ip)]
 	_, busy := m.ptr.inflight[key(ip)]
-	return cached && e.expires > m.cfg.Now().UnixNano() && !busy
+	return cached && e.expires > m.now() && !busy
 }
 
 func TestPTR(t *testing.T) {
@@ -468,7 +468,7 @@ func BenchmarkName(b *testing.B) {
 	defer m.Close()
 	const n = 10000
 	for i := range n {
-		m.add(netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), "www.example.com", 300, time.Now().UnixNano())
+		m.add(netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), "www.example.com", 300, m.now())
 	}
 	hit := netip.AddrFrom4([4]byte{10, 0, 1, 2})
 	miss := netip.AddrFrom4([4]byte{11, 0, 1, 2})

@@ -70,7 +70,7 @@ func (m *Map) observe(b []byte) bool {
 // CNAME chains lead to them. Addresses no question leads to map to their own
 // owner name.
 func (m *Map) learn(msg *dns.Msg) {
-	now := m.cfg.Now().UnixNano()
+	now := m.now()
 	used := make([]bool, len(msg.Answer))
 	for _, q := range msg.Question[:min(len(msg.Question), maxQuestions)] {
 		qname, ok := normalize(q.Name)

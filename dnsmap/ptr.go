@@ -46,7 +46,7 @@ func (m *Map) PTR(ip netip.Addr) (name string, ok bool) {
 	if !ip.IsValid() {
 		return "", false
 	}
-	now := m.cfg.Now().UnixNano()
+	now := m.now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if e, hit := p.cache[ip]; hit && now < e.expires {
@@ -86,7 +86,7 @@ func (p *ptrCache) lookup(ip netip.Addr) {
 		ttl = p.m.cfg.PTRNegativeTTL
 		p.m.cfg.Logger.Debug("dnsmap: reverse lookup gave no name", "ip", ip, "names", names, "err", err)
 	}
-	now := p.m.cfg.Now().UnixNano()
+	now := p.m.now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	delete(p.inflight, ip)
