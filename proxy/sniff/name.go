@@ -62,6 +62,9 @@ func hostName(b []byte) (string, error) {
 			return "", fmt.Errorf("sniff: label longer than %d bytes: %w", maxLabelLen, ErrBadName)
 		}
 	}
+	if label == 0 {
+		return "", fmt.Errorf("sniff: name ends with an empty label: %w", ErrBadName)
+	}
 	if !upper {
 		return string(b), nil
 	}

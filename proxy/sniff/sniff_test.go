@@ -191,6 +191,7 @@ func TestHTTPHost(t *testing.T) {
 		{"ipv6 no port", "GET / HTTP/1.1\r\nHost: [::1]\r\n\r\n", "::1", nil},
 		{"empty port", "GET / HTTP/1.1\r\nHost: a.example:\r\n\r\n", "a.example", nil},
 		{"trailing dot", "GET / HTTP/1.1\r\nHost: a.example.\r\n\r\n", "a.example", nil},
+		{"two trailing dots", "GET / HTTP/1.1\r\nHost: a.example..\r\n\r\n", "", ErrBadName},
 		{"absolute form", "GET http://b.example/ HTTP/1.1\r\nHost: b.example\r\n\r\n", "b.example", nil},
 		{"other folded field", "GET / HTTP/1.1\r\nX-A: 1\r\n  2\r\nHost: c.example\r\n\r\n", "c.example", nil},
 		{"connect", "CONNECT d.example:443 HTTP/1.1\r\nHost: d.example:443\r\n\r\n", "d.example", nil},
