@@ -27,7 +27,7 @@ const (
 // Sentinel errors, tested with errors.Is.
 var (
 	// ErrPermission: opening a capture socket was refused.
-	ErrPermission = errors.New("bpfacct: capture needs root (or CAP_NET_RAW on Linux, read access to /dev/bpf* on BSD)")
+	ErrPermission = errors.New("bpfacct: permission denied (run as root; on Linux CAP_NET_RAW captures and CAP_NET_ADMIN sets links up or down)")
 	// ErrUnsupported: this OS has no capture or interface backend.
 	ErrUnsupported = errors.New("bpfacct: not supported on this operating system")
 	// ErrRunning: Run was called while another Run of the same Accounter is going.
@@ -334,26 +334,35 @@ func (a *Accounter) capture(ctx context.Context, name string, in ifaceInfo, addr
 			}
 			return
 		}
-		if decode(data, in.Link, &p) != nil {
+		if !countFrame(c, &p, data, wire, in.Link, mac, addrs, a.cfg.OnDNS) {
 			undecoded++
 		}
-		var as []netip.Addr
-		if !p.HasEth {
-			as = *addrs.Load()
-		}
-		c.record(classify(&p, wire, mac, as))
-		if p.HasPorts && p.SrcPort == dnsPort && len(p.Payload) > 0 && a.cfg.OnDNS != nil {
-			if p.Complete {
-				a.cfg.OnDNS(p.Payload, p.TCP)
-			} else {
-				dnsCut++
-			}
+		if p.HasPorts && p.SrcPort == dnsPort && len(p.Payload) > 0 && !p.Complete {
+			dnsCut++
 		}
 		if ts.After(nextStats) {
 			flush()
 			nextStats = ts.Add(a.cfg.StatsInterval)
 		}
 	}
+}
+
+// countFrame decodes one captured frame, counts it in c and hands a whole
+// DNS answer to onDNS. It is the one path every frame takes, live or replayed
+// from a pcap file in tests. It reports whether the headers decoded cleanly.
+func countFrame(c *counters, p *packetInfo, data []byte, wire int, link LinkType, mac []byte, addrs *atomic.Pointer[[]netip.Addr], onDNS func([]byte, bool)) bool {
+	err := decode(data, link, p)
+	var as []netip.Addr
+	if !p.HasEth && addrs != nil {
+		if ap := addrs.Load(); ap != nil {
+			as = *ap
+		}
+	}
+	c.record(classify(p, wire, mac, as))
+	if onDNS != nil && p.HasPorts && p.SrcPort == dnsPort && p.Complete && len(p.Payload) > 0 {
+		onDNS(p.Payload, p.TCP)
+	}
+	return err == nil
 }
 
 // IfaceSnapshot is what one interface counted.

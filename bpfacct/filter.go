@@ -39,7 +39,7 @@ func snapFilter(link LinkType, snap, dnsSnap int) ([]bpf.Instruction, error) {
 	a.label("v4ports")
 	a.op(bpf.LoadAbsolute{Off: l + 6, Size: 2}) // flags and fragment offset
 	a.jif(bpf.JumpBitsSet, 0x1fff, "snap", "")
-	a.op(bpf.LoadMemShift{Off: l})        // X = IHL*4
+	a.op(bpf.LoadMemShift{Off: l})          // X = IHL*4
 	a.op(bpf.LoadIndirect{Off: l, Size: 2}) // source port
 	a.jif(bpf.JumpEqual, dnsPort, "dns", "snap")
 	a.label("ipv6")
