@@ -133,6 +133,7 @@ type accountResult struct {
 	DNS         int64
 	OnBytesIn   int64
 	OnBytesOut  int64
+	Final       Traffic // totals since the start, after Run returned
 }
 
 func runHelper(mode string) int {
@@ -325,7 +326,6 @@ func helperAccount() error {
 	if err != nil {
 		return err
 	}
-	on0in, on0out := onIn.Load(), onOut.Load()
 	fmt.Println("ready")
 	if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
 		return err
@@ -335,16 +335,17 @@ func helperAccount() error {
 	if err != nil {
 		return err
 	}
-	snap := a.Snapshot()
 	cancel()
 	if err := <-errc; err != nil {
 		return err
 	}
+	snap := a.Snapshot() // after the final flush: OnBytes has reported everything
+	fin, _ := snap.Iface(iface)
 	r := accountResult{
 		KernelRx: k1.RxBytes - k0.RxBytes, KernelTx: k1.TxBytes - k0.TxBytes,
 		KernelRxPkt: k1.RxPackets - k0.RxPackets, KernelTxPkt: k1.TxPackets - k0.TxPackets,
 		DNS: dns.Load(), Remotes: snap.Remotes,
-		OnBytesIn: onIn.Load() - on0in, OnBytesOut: onOut.Load() - on0out,
+		OnBytesIn: onIn.Load(), OnBytesOut: onOut.Load(), Final: fin.Traffic,
 	}
 	r.Iface = s1
 	r.Iface.Traffic = Traffic{
@@ -445,8 +446,8 @@ func TestCaptureVethEndToEnd(t *testing.T) {
 	if r.Iface.Drops != 0 {
 		t.Errorf("%d capture drops", r.Iface.Drops)
 	}
-	if r.OnBytesIn != r.Iface.BytesIn || r.OnBytesOut != r.Iface.BytesOut {
-		t.Errorf("OnBytes summed to %d/%d, snapshot says %d/%d", r.OnBytesIn, r.OnBytesOut, r.Iface.BytesIn, r.Iface.BytesOut)
+	if r.OnBytesIn != r.Final.BytesIn || r.OnBytesOut != r.Final.BytesOut {
+		t.Errorf("OnBytes summed to %d/%d, final snapshot says %d/%d", r.OnBytesIn, r.OnBytesOut, r.Final.BytesIn, r.Final.BytesOut)
 	}
 	var peer bool
 	for _, rs := range r.Remotes {
