@@ -6,11 +6,11 @@ require (
 	github.com/gopacket/gopacket v1.7.7
 	github.com/urfave/cli/v2 v2.27.7
 	golang.org/x/net v0.57.0
+	golang.org/x/sys v0.49.0
 )
 
 require (
 	github.com/cpuguy83/go-md2man/v2 v2.0.7 // indirect
 	github.com/russross/blackfriday/v2 v2.1.0 // indirect
 	github.com/xrash/smetrics v0.0.0-20240521201337-686a1a2994c1 // indirect
-	golang.org/x/sys v0.49.0 // indirect
 )

@@ -11,12 +11,14 @@
 // (65535) for UDP/TCP packets whose source port is 53, so DNS answers arrive
 // whole while bulk traffic costs a few hundred bytes of ring per packet. The
 // kernel still reports each packet's length on the wire, which is what is
-// counted.
+// counted. A malformed packet too short for the filter's loads is dropped by
+// the kernel filter and so not counted (well-formed packets always fit).
 //
 // Direction: on Ethernet-like links a frame whose source MAC is the interface's
 // own is outgoing; on links without a link header (tun, wireguard, ppp, BSD
 // DLT_NULL) a packet whose source address is one of the interface's addresses
-// is outgoing. Everything else is incoming. The remote address is the
+// is outgoing. Everything else is incoming. Loopback is skipped by default:
+// there every packet is seen twice with the same MAC, so both count as out. The remote address is the
 // destination of an outgoing packet and the source of an incoming one.
 //
 // Memory is bounded: the per-remote table of each interface holds at most
