@@ -198,6 +198,9 @@ func (r Rule) Normalize() (Rule, error) {
 	if strings.ContainsAny(r.App, "\x00\n") {
 		return r, fmt.Errorf("%w: app %q contains a control character", ErrInvalidRule, r.App)
 	}
+	if strings.Contains(r.App, "/") && !strings.HasPrefix(r.App, "/") {
+		return r, fmt.Errorf("%w: app %q: give an absolute exe path or a bare program name", ErrInvalidRule, r.App)
+	}
 	if r.User, err = normUser(r.User); err != nil {
 		return r, err
 	}

@@ -42,6 +42,7 @@ func TestNormalize(t *testing.T) {
 		{"bad uid", Rule{User: "99999999999", Action: Allow}, Rule{}, "uid"},
 		{"bad iface", Rule{Iface: "eth 0", Action: Allow}, Rule{}, "iface"},
 		{"bad app", Rule{App: "a\x00b", Action: Allow}, Rule{}, "app"},
+		{"relative app path", Rule{App: "bin/curl", Action: Allow}, Rule{}, "absolute"},
 		{"negative rate", Rule{Rate: -1, Action: Allow}, Rule{}, "rate"},
 		{"tiny rate_in", Rule{RateIn: 0.5, Action: Allow}, Rule{}, "rate_in"},
 		{"huge rate_out", Rule{RateOut: 2e15, Action: Allow}, Rule{}, "rate_out"},
