@@ -2,15 +2,15 @@ package shaper
 
 import "time"
 
-// periodStartOn is the start of the period that begins on the calendar day
+// periodAnchor is the start of the period that begins on the calendar day
 // (y, m, d) shifted by k periods, in loc. Day overflow is normalized by
 // time.Date; for months the reset day is clamped to the month's last day.
 func periodAnchor(p Period, resetDay int, loc *time.Location, y int, m time.Month, d int, k int) time.Time {
 	switch p {
 	case Day:
-		return time.Date(y, m, d+k, 0, 0, 0, 0, loc)
+		return midnight(y, m, d+k, loc)
 	case Week:
-		return time.Date(y, m, d+7*k, 0, 0, 0, 0, loc)
+		return midnight(y, m, d+7*k, loc)
 	case Month:
 		if resetDay < 1 {
 			resetDay = 1
@@ -19,9 +19,25 @@ func periodAnchor(p Period, resetDay int, loc *time.Location, y int, m time.Mont
 		first := time.Date(y, m+time.Month(k), 1, 0, 0, 0, 0, loc)
 		fy, fm, _ := first.Date()
 		last := time.Date(fy, fm+1, 0, 0, 0, 0, 0, loc).Day()
-		return time.Date(fy, fm, min(resetDay, last), 0, 0, 0, 0, loc)
+		return midnight(fy, fm, min(resetDay, last), loc)
 	}
 	return time.Time{}
+}
+
+// midnight is the first instant of the calendar day (y, m, d) in loc. Where
+// DST starts at midnight that day has no 00:00; time.Date then may answer an
+// instant of the evening before, and the day really starts when the new zone
+// offset does.
+func midnight(y int, m time.Month, d int, loc *time.Location) time.Time {
+	t := time.Date(y, m, d, 0, 0, 0, 0, loc)
+	want := time.Date(y, m, d, 0, 0, 0, 0, time.UTC) // normalized calendar day
+	got := time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
+	if got.Before(want) {
+		if _, end := t.ZoneBounds(); !end.IsZero() {
+			return end
+		}
+	}
+	return t
 }
 
 // periodBounds returns the period [start, end) that contains t. For None the
