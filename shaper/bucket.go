@@ -39,8 +39,8 @@ type bucket struct {
 	lim   atomic.Pointer[rate.Limiter]
 	rate  float64 // guarded by Shaper.mu
 	chunk atomic.Int64
-	refs  int   // paths using it; guarded by Shaper.mu
-	idle  bool  // on Shaper.idle; guarded by Shaper.mu
+	refs  int  // paths using it; guarded by Shaper.mu
+	idle  bool // on Shaper.idle; guarded by Shaper.mu
 }
 
 // bucketKey names a bucket: the limit (or throttling quota) it belongs to, the

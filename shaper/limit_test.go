@@ -191,7 +191,7 @@ func TestHierarchy(t *testing.T) {
 	c := newFakeClock(t0, true)
 	s := New(Options{Clock: c})
 	err := s.SetLimits([]Limit{
-		{ID: 1, In: 1e6},                                       // global
+		{ID: 1, In: 1e6}, // global
 		{ID: 2, Sel: Selector{Iface: "eth0"}, In: 500e3},       // iface
 		{ID: 3, Sel: Selector{App: "curl"}, In: 100e3},         // app
 		{ID: 4, Sel: Selector{Host: "*.example.com"}, In: 1e9}, // host
