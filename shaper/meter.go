@@ -65,3 +65,13 @@ func (m *Meter) Rate(now time.Time) float64 {
 	m.lastT, m.lastB = now, b
 	return m.rate
 }
+
+// copyFrom takes over o's count and rate.
+func (m *Meter) copyFrom(o *Meter) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.total.Store(o.total.Load())
+	m.lastT, m.lastB, m.rate = o.lastT, o.lastB, o.rate
+}

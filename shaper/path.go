@@ -231,17 +231,14 @@ func (p *Path) Done(d Dir, c int) error {
 		return nil
 	}
 	var ev events
-	var cut *quota
+	var cut error
 	for _, q := range dc.quotas {
-		if q.commit(n, c, &ev) && cut == nil {
-			cut = q
+		if err := q.commit(n, c, &ev); err != nil && cut == nil {
+			cut = err
 		}
 	}
 	p.s.emit(&ev)
-	if cut != nil {
-		return cut.errExceeded()
-	}
-	return nil
+	return cut
 }
 
 // Close gives the path's buckets back. It is idempotent; a closed path

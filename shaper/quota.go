@@ -88,6 +88,23 @@ type quota struct {
 	inflight   int64 // granted to paths, not yet reported by Done
 	warned     bool
 	exhausted  bool
+	// next is the quota that replaced this one in SetQuotas (same ID). Paths
+	// resolved before the change still hold this one; their calls go on to
+	// next so no byte is lost.
+	next *quota
+}
+
+// lockLive locks and returns the current version of the quota.
+func (q *quota) lockLive() *quota {
+	for {
+		q.mu.Lock()
+		n := q.next
+		if n == nil {
+			return q
+		}
+		q.mu.Unlock()
+		q = n
+	}
 }
 
 // events holds the at most two events one update can cause, without
@@ -147,11 +164,11 @@ func (q *quota) cutsLocked() bool { return q.exhausted && q.q.ThrottleRate == 0 
 // quota cuts, else at most what is left. It returns an error wrapping
 // ErrQuotaExceeded when nothing is left.
 func (q *quota) available(now time.Time, want int, ev *events) (int, error) {
-	q.mu.Lock()
+	q = q.lockLive()
 	defer q.mu.Unlock()
 	q.rollLocked(now, ev)
 	if q.cutsLocked() {
-		return 0, q.errExceeded()
+		return 0, q.errExceededLocked()
 	}
 	if q.exhausted || q.external {
 		return want, nil
@@ -168,23 +185,20 @@ func (q *quota) available(now time.Time, want int, ev *events) (int, error) {
 }
 
 func (q *quota) reserve(n int) {
-	if q.external {
-		return
+	q = q.lockLive()
+	if !q.external {
+		q.inflight += int64(n)
 	}
-	q.mu.Lock()
-	q.inflight += int64(n)
 	q.mu.Unlock()
 }
 
-// commit settles a grant of n bytes of which c were used, and reports whether
-// the flow must be cut now.
-func (q *quota) commit(n, c int, ev *events) bool {
-	if !q.external {
-		q.meter.Add(int64(c))
-	}
-	q.mu.Lock()
+// commit settles a grant of n bytes of which c were used. It returns an
+// error wrapping ErrQuotaExceeded when the flow must be cut now.
+func (q *quota) commit(n, c int, ev *events) error {
+	q = q.lockLive()
 	defer q.mu.Unlock()
 	if !q.external {
+		q.meter.Add(int64(c))
 		q.inflight -= int64(n)
 		if q.inflight < 0 {
 			q.inflight = 0
@@ -192,20 +206,23 @@ func (q *quota) commit(n, c int, ev *events) bool {
 		q.used += int64(c)
 		q.checkLocked(ev)
 	}
-	return q.cutsLocked()
+	if q.cutsLocked() {
+		return q.errExceededLocked()
+	}
+	return nil
 }
 
 // add counts n bytes seen outside the proxy.
 func (q *quota) add(now time.Time, n int64, ev *events) {
+	q = q.lockLive()
 	q.meter.Add(n)
-	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.rollLocked(now, ev)
 	q.used += n
 	q.checkLocked(ev)
 }
 
-func (q *quota) errExceeded() error {
+func (q *quota) errExceededLocked() error {
 	return fmt.Errorf("quota %d (%s, %s %s per %s) is used up: %w",
 		q.q.ID, q.q.Sel, units.FormatSize(q.q.Limit+q.granted), q.q.Dir, q.q.Period, ErrQuotaExceeded)
 }

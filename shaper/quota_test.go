@@ -414,3 +414,25 @@ func TestMeter(t *testing.T) {
 		t.Errorf("rate after a jump back %v", r)
 	}
 }
+
+// TestQuotaReplacedMidGrant: bytes of a grant made before SetQuotas and
+// reported after it count towards the quota that replaced it.
+func TestQuotaReplacedMidGrant(t *testing.T) {
+	s, _, _ := newQuotaShaper(t, Quota{ID: 9, Limit: 1000, Dir: In}, Options{})
+	p := mustAttach(t, s, testFlow(1, "a", "", ""))
+	n, _ := p.Grant(context.Background(), In, 600)
+	if err := s.SetQuotas([]Quota{{ID: 9, Limit: 2000, Dir: In}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Done(In, n); err != nil {
+		t.Fatal(err)
+	}
+	st := s.Quotas()[0]
+	if st.Used != 600 || st.Limit != 2000 {
+		t.Errorf("status %+v, want used 600 of 2000", st)
+	}
+	// The in-flight reservation was settled too: all 1400 left can be granted.
+	if n, _ := p.Grant(context.Background(), In, 5000); n != 1400 {
+		t.Errorf("Grant = %d, want 1400", n)
+	}
+}

@@ -136,10 +136,7 @@ func (s *Shaper) SetLimits(ls []Limit) error {
 	for _, l := range ls {
 		byID[l.ID] = l
 	}
-	for k, b := range s.buckets {
-		if k.owner < 0 {
-			continue // a quota's throttle bucket
-		}
+	for k, b := range s.buckets { // only limits' buckets; throttles live in their quota
 		old := s.limitLocked(k.owner)
 		nl, ok := byID[k.owner]
 		r := nl.rate(k.dir)
@@ -192,53 +189,58 @@ func (s *Shaper) SetQuotas(qs []Quota) error {
 		seen[q.ID] = true
 	}
 	now := s.clock.Now()
-	var ev events
+	var evs []events
 	s.mu.Lock()
 	list := make([]*quota, 0, len(qs))
 	byID := make(map[int64]*quota, len(qs))
 	for _, cfg := range qs {
+		var ev events
 		nq := &quota{q: cfg, loc: cfg.Loc, meter: Meter{window: quotaMeterWindow}}
 		if nq.loc == nil {
 			nq.loc = s.loc
 		}
 		nq.external = s.external && cfg.Sel.Scope() == Iface
 		nq.start, nq.end = periodBounds(cfg.Period, cfg.ResetDay, nq.loc, now)
+		nq.mu.Lock()
 		if old := s.byID[cfg.ID]; old != nil {
+			// Take over the counters and retire the old version: paths
+			// still holding it are forwarded here.
 			old.mu.Lock()
-			nq.used, nq.granted = old.used, old.granted
+			nq.used, nq.granted, nq.inflight = old.used, old.granted, old.inflight
+			nq.warned, nq.exhausted = old.warned, old.exhausted
 			if old.q.Period == cfg.Period && old.q.ResetDay == cfg.ResetDay && old.loc.String() == nq.loc.String() {
 				nq.start, nq.end = old.start, old.end
 			}
-			old.mu.Unlock()
-			nq.meter.total.Store(old.meter.Total())
 			if old.throttle != nil && old.q.ThrottleRate == cfg.ThrottleRate {
 				nq.throttle = old.throttle
 			}
-		}
-		if cfg.ThrottleRate > 0 && nq.throttle == nil {
-			nq.throttle = newBucket(bucketKey{owner: ^cfg.ID, dir: cfg.Dir}, cfg.ThrottleRate, now)
-		}
-		// Recompute the flags for the new limit; announce only a change.
-		nq.mu.Lock()
-		if old := s.byID[cfg.ID]; old != nil {
-			old.mu.Lock()
-			nq.warned, nq.exhausted = old.warned, old.exhausted
+			nq.meter.copyFrom(&old.meter)
+			old.next = nq
 			old.mu.Unlock()
 			if nq.exhausted && nq.used < nq.q.Limit+nq.granted {
 				nq.exhausted = false
 				ev.add(nq.event(QuotaRestored))
 			}
 		}
+		if cfg.ThrottleRate > 0 && nq.throttle == nil {
+			nq.throttle = newBucket(bucketKey{owner: ^cfg.ID, dir: cfg.Dir}, cfg.ThrottleRate, now)
+		}
 		nq.rollLocked(now, &ev)
 		nq.checkLocked(&ev)
 		nq.mu.Unlock()
 		list = append(list, nq)
 		byID[cfg.ID] = nq
+		if ev.n > 0 {
+			evs = append(evs, ev)
+		}
 	}
 	s.quotas, s.byID = list, byID
 	s.mu.Unlock()
-	ev.changed = true
-	s.emit(&ev)
+	for i := range evs {
+		evs[i].changed = false
+		s.emit(&evs[i])
+	}
+	s.bump()
 	s.log.Debug("quotas set", "count", len(qs))
 	return nil
 }
@@ -401,11 +403,11 @@ func (s *Shaper) build(f *flow.Flow, now time.Time, ev *events) *pathCfg {
 		}
 		q.mu.Lock()
 		q.rollLocked(now, ev)
-		exhausted, cuts := q.exhausted, q.cutsLocked()
-		q.mu.Unlock()
-		if cuts && c.refused == nil {
-			c.refused = fmt.Errorf("%w: %w", ErrRefused, q.errExceeded())
+		exhausted := q.exhausted
+		if q.cutsLocked() && c.refused == nil {
+			c.refused = fmt.Errorf("%w: %w", ErrRefused, q.errExceededLocked())
 		}
+		q.mu.Unlock()
 		for _, d := range []Dir{In, Out} {
 			if q.q.Dir != Total && q.q.Dir != d {
 				continue
