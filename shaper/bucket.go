@@ -1,0 +1,79 @@
+package shaper
+
+import (
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// Chunk sizing. A chunk is what one Grant hands out on a limited path: about
+// chunkTime worth of the slowest bucket's rate, so slow rates pass in small
+// smooth steps and fast rates in large ones that keep splice efficient. A
+// bucket's burst is burstChunks chunks: enough to absorb timer lateness, small
+// enough that the initial burst is under 1% of a 10 s window.
+const (
+	chunkTime   = 20 * time.Millisecond
+	minChunk    = 128
+	maxChunk    = 4 << 20
+	burstChunks = 2
+)
+
+// chunkFor is the chunk size for a bucket of rate r bytes per second.
+func chunkFor(r float64) int {
+	c := r * chunkTime.Seconds()
+	switch {
+	case c < minChunk:
+		return minChunk
+	case c > maxChunk:
+		return maxChunk
+	}
+	return int(c)
+}
+
+// bucket is one token bucket of the tree. Its limiter is replaced, not
+// adjusted, when the rate changes, so debt run up at a fast rate is not paid
+// back at a slow one.
+type bucket struct {
+	key   bucketKey
+	lim   atomic.Pointer[rate.Limiter]
+	rate  float64 // guarded by Shaper.mu
+	chunk atomic.Int64
+	refs  int  // paths using it; guarded by Shaper.mu
+	idle  bool // on Shaper.idle; guarded by Shaper.mu
+}
+
+// bucketKey names a bucket: the limit (or throttling quota) it belongs to, the
+// direction, and the flow attribute that splits a Limit with Each.
+type bucketKey struct {
+	owner int64 // limit ID, or ^quota ID for a quota's throttle bucket
+	dir   Dir
+	each  string
+}
+
+func newBucket(k bucketKey, r float64, now time.Time) *bucket {
+	b := &bucket{key: k}
+	b.set(r, now)
+	return b
+}
+
+// set installs a fresh limiter at rate r, full of tokens only for the first
+// chunk, so a rate change neither carries debt over nor grants a new burst.
+func (b *bucket) set(r float64, now time.Time) {
+	c := chunkFor(r)
+	l := rate.NewLimiter(rate.Limit(r), c*burstChunks)
+	if b.lim.Load() != nil {
+		// Not the first limiter: start with one chunk, not a full burst.
+		l.ReserveN(now, c*(burstChunks-1))
+	}
+	b.rate = r
+	b.chunk.Store(int64(c))
+	b.lim.Store(l)
+}
+
+// full reports whether the bucket holds a whole burst, so dropping it and
+// making a new one later changes nothing.
+func (b *bucket) full(now time.Time) bool {
+	l := b.lim.Load()
+	return l.TokensAt(now) >= float64(l.Burst())
+}
