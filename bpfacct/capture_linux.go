@@ -18,8 +18,8 @@ import (
 // the largest frame (a whole DNS answer), so it is 256 KiB.
 const (
 	blockSize    = 256 << 10
-	frameSize    = 4096 // only an accounting unit for the ring size in V3
-	blockTimeout = 50 * time.Millisecond
+	frameSize    = 4096                 // only an accounting unit for the ring size in V3
+	blockTimeout = 5 * time.Millisecond // DNS answers must reach dnsmap before the app's connect is decided
 	pollTimeout  = 100 * time.Millisecond
 )
 

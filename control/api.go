@@ -22,3 +22,73 @@ type Status struct {
 	Rules    int       `json:"rules"`
 	Warnings []string  `json:"warnings,omitempty"`
 }
+
+// Pending is one question waiting for the user: one app wanting one host.
+// Connections from the same app to the same host that arrive while it waits
+// join it (Count), and one answer releases them all.
+type Pending struct {
+	ID         int64     `json:"id"`
+	App        string    `json:"app"`
+	Exe        string    `json:"exe,omitempty"`
+	PID        int       `json:"pid,omitempty"`
+	Cmdline    string    `json:"cmdline,omitempty"`
+	User       string    `json:"user,omitempty"`
+	UID        int       `json:"uid"`
+	Dst        string    `json:"dst"`
+	Port       uint16    `json:"port"`
+	Host       string    `json:"host,omitempty"`
+	HostSource string    `json:"host_source,omitempty"`
+	Count      int       `json:"count"`
+	Since      time.Time `json:"since"`
+	Deadline   time.Time `json:"deadline"`
+	// TodayIn and TodayOut are the app's bytes so far today.
+	TodayIn  int64 `json:"today_in"`
+	TodayOut int64 `json:"today_out"`
+}
+
+// Answer is POST /v1/pending/{id}.
+type Answer struct {
+	Action string `json:"action"` // "allow" or "deny"
+	// Always writes a rule; For (a Go duration, "2h") writes one that expires.
+	Always bool   `json:"always,omitempty"`
+	For    string `json:"for,omitempty"`
+	// Rate throttles the allowed connections (bytes per second, both directions).
+	Rate float64 `json:"rate,omitempty"`
+	// Scope of a written rule: "host" (default), "domain" or "app".
+	Scope string `json:"scope,omitempty"`
+}
+
+// AnswerResult says what an answer did.
+type AnswerResult struct {
+	Released int   `json:"released"`
+	RuleID   int64 `json:"rule_id,omitempty"`
+}
+
+// Event is one line of GET /v1/events.
+type Event struct {
+	Type    string    `json:"type"` // "pending", "resolved", "quota", "warning", "hello"
+	Pending *Pending  `json:"pending,omitempty"`
+	ID      int64     `json:"id,omitempty"`
+	Message string    `json:"message,omitempty"`
+	Time    time.Time `json:"time"`
+}
+
+// RuleSpec is POST /v1/rules: a rule as the CLI writes it, in words. The
+// daemon parses and validates it, so every client gets the same errors.
+type RuleSpec struct {
+	App      string `json:"app,omitempty"`
+	User     string `json:"user,omitempty"`
+	Host     string `json:"host,omitempty"`
+	Port     string `json:"port,omitempty"`
+	Iface    string `json:"iface,omitempty"`
+	Action   string `json:"action"`
+	Rate     string `json:"rate,omitempty"`
+	RateIn   string `json:"rate_in,omitempty"`
+	RateOut  string `json:"rate_out,omitempty"`
+	Quota    string `json:"quota,omitempty"`
+	Period   string `json:"period,omitempty"`
+	ResetDay int    `json:"reset_day,omitempty"`
+	Over     string `json:"over,omitempty"`
+	For      string `json:"for,omitempty"`
+	Note     string `json:"note,omitempty"`
+}

@@ -2,8 +2,18 @@ package daemon
 
 import (
 	"context"
+	"path/filepath"
+	"slices"
+	"sync/atomic"
+
 	"errors"
 	"fmt"
+	"github.com/netshape/netshape/bpfacct"
+	"github.com/netshape/netshape/dnsmap"
+	"github.com/netshape/netshape/policy"
+	"github.com/netshape/netshape/procmap"
+	"github.com/netshape/netshape/shaper"
+	"github.com/netshape/netshape/store"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -36,8 +46,19 @@ type Config struct {
 	Port      uint16
 	Bypass    []netip.Prefix
 	BlockQUIC bool
-	Version   string
-	Logger    *slog.Logger
+	// Policy holds the default action, prompt timeout, config-file rules and
+	// categories; nil means policy.DefaultConfig().
+	Policy *policy.Config
+	// MaxPending caps the questions waiting for an answer (default 64).
+	MaxPending int
+	// Capture enables interface capture (accounting, DNS names, interface quotas).
+	Capture bool
+	// Ifaces to capture on; empty means every interface that is up and not loopback.
+	Ifaces []string
+	// PTR enables background reverse lookups for destinations without a name.
+	PTR     bool
+	Version string
+	Logger  *slog.Logger
 }
 
 func (c *Config) fill() error {
@@ -52,6 +73,12 @@ func (c *Config) fill() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Policy == nil {
+		c.Policy = policy.DefaultConfig()
+	}
+	if c.MaxPending <= 0 {
+		c.MaxPending = 64
 	}
 	for _, p := range c.Bypass {
 		if !p.IsValid() {
@@ -80,15 +107,54 @@ func LookupGroup(g string) (int, error) {
 // Daemon is a running netshape.
 type Daemon struct {
 	cfg     Config
+	pol     *policy.Config
 	log     *slog.Logger
 	red     Redirector
 	proxy   *proxy.Proxy
 	ctl     *control.Server
+	store   *store.Store
+	procs   *procmap.Map
+	names   *dnsmap.Map
+	acct    *bpfacct.Accounter
+	shaper  *shaper.Shaper
+	prompts *prompter
+	events  *hub
 	started time.Time
+	wg      sync.WaitGroup
+
+	ruleMu sync.Mutex // serializes rule changes
+	rules  atomic.Pointer[rules]
+	oneOff flowRates
+	usage  usage
+
+	blockMu sync.Mutex
+	blocked []string
 
 	stopOnce sync.Once
 	stopc    chan struct{}
+
+	warnMu   sync.Mutex
 	warnings []string
+}
+
+// warn logs a problem and shows it in `netshape status`.
+func (d *Daemon) warn(msg string) {
+	d.log.Warn(msg)
+	d.warnMu.Lock()
+	defer d.warnMu.Unlock()
+	if len(d.warnings) < 20 {
+		d.warnings = append(d.warnings, msg)
+	}
+}
+
+// warnOnce is warn for problems that repeat every few seconds.
+func (d *Daemon) warnOnce(msg string) {
+	d.warnMu.Lock()
+	seen := slices.Contains(d.warnings, msg)
+	d.warnMu.Unlock()
+	if !seen {
+		d.warn(msg)
+	}
 }
 
 // Run starts netshape and blocks until ctx ends, `netshape stop` asks, or a
@@ -127,7 +193,30 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		return fmt.Errorf("remove rules left by a previous run: %w", err)
 	}
 
-	d := &Daemon{cfg: cfg, log: log, red: red, started: time.Now(), stopc: make(chan struct{})}
+	d := &Daemon{cfg: cfg, pol: cfg.Policy, log: log, red: red, started: time.Now(), stopc: make(chan struct{}), events: newHub()}
+	d.usage.last = map[uint64][2]int64{}
+	d.usage.unsent = map[usageKey][2]int64{}
+	dbPath := filepath.Join(cfg.StateDir, "netshape.db")
+	if d.store, err = store.Open(dbPath); err != nil {
+		return fmt.Errorf("open database %s: %w (check --state-dir)", dbPath, err)
+	}
+	defer d.store.Close()
+	d.newNameMaps()
+	defer d.procs.Close()
+	defer d.names.Close()
+	d.newShaper()
+	d.prompts = newPrompter(d.pol.PromptTimeout, d.pol.TimeoutAction, cfg.MaxPending, d.events.publish)
+	d.prompts.answered = d.writeAnswerRule
+	d.prompts.today = d.appToday
+	if err := d.reloadRules(); err != nil {
+		return fmt.Errorf("load rules: %w", err)
+	}
+	if qs, err := d.store.QuotaStates(); err != nil {
+		d.warn("quota counters not restored: " + err.Error())
+	} else {
+		d.shaper.Restore(fromStoreQuotas(qs))
+	}
+
 	p, err := proxy.New(proxy.Config{
 		Listen:      listenAddrs(cfg.Port),
 		OriginalDst: red.OriginalDst,
@@ -169,6 +258,17 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		}
 	}()
 
+	bg, stopBG := context.WithCancel(context.Background())
+	d.startCapture(bg)
+	d.wg.Add(1)
+	go d.housekeeping(bg)
+	defer func() {
+		stopBG()
+		d.wg.Wait()
+		d.flushUsage(time.Now())
+		d.saveQuotas()
+	}()
+
 	errc := make(chan error, 2)
 	go func() { errc <- p.Serve() }()
 	go func() { errc <- d.ctl.Serve() }()
@@ -206,10 +306,74 @@ func listenAddrs(port uint16) []netip.AddrPort {
 func (d *Daemon) stop() { d.stopOnce.Do(func() { close(d.stopc) }) }
 
 func (d *Daemon) hooks() proxy.Hooks {
-	return proxy.Hooks{}
+	h := proxy.Hooks{
+		Identify:  d.identify,
+		Name:      d.dnsName,
+		NameLater: d.laterName,
+		NeedsHost: func() bool { return d.rules.Load().needsHost },
+		Decide:    d.decide,
+		Ask:       d.ask,
+		Limit:     d.limit,
+		Closed:    d.flowClosed,
+	}
+	return h
 }
 
+// ask is the proxy's Ask hook: hold until the user answers.
+func (d *Daemon) ask(ctx context.Context, f *flow.Flow) proxy.Action {
+	v, rate, why := d.prompts.ask(ctx, f)
+	if why == "" {
+		why = "prompt"
+	}
+	if v == proxy.Allow {
+		f.Verdict = "allow (" + why + ")"
+		if rate > 0 {
+			d.oneOff.mu.Lock()
+			d.oneOff.m[f.ID] = rate
+			d.oneOff.mu.Unlock()
+			d.applyLimits(d.rules.Load())
+		}
+	} else {
+		f.Verdict = "deny (" + why + ")"
+	}
+	return v
+}
+
+// housekeeping writes usage and quota counters every few seconds and prunes
+// expired rules.
+func (d *Daemon) housekeeping(ctx context.Context) {
+	defer d.wg.Done()
+	t := time.NewTicker(usageInterval)
+	defer t.Stop()
+	lastRollup := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			d.flushUsage(now)
+			d.saveQuotas()
+			if now.Sub(lastRollup) > 10*time.Minute {
+				lastRollup = now
+				if err := d.store.Rollup(now, store.DefaultRetention()); err != nil {
+					d.warnOnce("usage rollup: " + err.Error())
+				}
+				d.ruleMu.Lock()
+				if err := d.reloadRules(); err != nil {
+					d.warnOnce("reload rules: " + err.Error())
+				}
+				d.ruleMu.Unlock()
+			}
+		}
+	}
+}
+
+// usageInterval bounds what a crash loses: usage and quota counters are
+// written this often.
+const usageInterval = 2 * time.Second
+
 func (d *Daemon) routes() {
+	d.ruleRoutes()
 	d.ctl.Handle("GET /v1/status", func(r *http.Request) (any, error) { return d.status(), nil })
 	d.ctl.Handle("GET /v1/flows", func(r *http.Request) (any, error) {
 		fs := d.proxy.Flows(r.URL.Query().Get("closed") != "")
@@ -239,8 +403,13 @@ func (d *Daemon) status() control.Status {
 		Failed:   st.Failed,
 		BytesIn:  st.BytesIn,
 		BytesOut: st.BytesOut,
-		Warnings: d.warnings,
+		Default:  string(d.pol.DefaultAction),
+		Pending:  d.prompts.len(),
+		Rules:    len(d.rules.Load().all),
 	}
+	d.warnMu.Lock()
+	s.Warnings = slices.Clone(d.warnings)
+	d.warnMu.Unlock()
 	for _, a := range d.proxy.Addrs() {
 		s.Listen = append(s.Listen, a.String())
 	}

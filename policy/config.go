@@ -78,6 +78,7 @@ func DefaultConfig() *Config {
 		DefaultAction: Allow,
 		PromptTimeout: DefaultPromptTimeout,
 		TimeoutAction: Deny,
+		BlockQUIC:     true,
 		Categories:    DefaultCategories(),
 	}
 	c.cats, _ = buildCatIndex(c.Categories, nil) // built-ins are valid: tested
@@ -90,7 +91,7 @@ type fileConfig struct {
 	PromptTimeout string              `toml:"prompt_timeout"`
 	TimeoutAction string              `toml:"timeout_action"`
 	Bypass        []string            `toml:"bypass"`
-	BlockQUIC     bool                `toml:"block_quic"`
+	BlockQUIC     *bool               `toml:"block_quic"` // nil: keep the default (on)
 	Ifaces        []string            `toml:"ifaces"`
 	Rule          []fileRule          `toml:"rule"`
 	Categories    map[string][]string `toml:"categories"`
@@ -188,7 +189,9 @@ func ParseConfig(data []byte) (*Config, error) {
 		}
 		c.Bypass = append(c.Bypass, p.Masked())
 	}
-	c.BlockQUIC = fc.BlockQUIC
+	if fc.BlockQUIC != nil {
+		c.BlockQUIC = *fc.BlockQUIC
+	}
 	for _, i := range fc.Ifaces {
 		if i = strings.TrimSpace(i); i == "" || len(i) > 64 || strings.ContainsAny(i, " /") {
 			return nil, fmt.Errorf("%w: ifaces: %q is not an interface name", ErrInvalidConfig, i)

@@ -34,7 +34,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	app := newApp()
-	if err := app.RunContext(ctx, os.Args); err != nil {
+	if err := app.RunContext(ctx, reorderArgs(app, os.Args)); err != nil {
 		code := 1
 		var ee *exitError
 		if errors.As(err, &ee) {
@@ -69,6 +69,11 @@ func newApp() *cli.App {
 			statusCommand(),
 			flowsCommand(),
 			cleanupCommand(),
+			ruleCommand(),
+			pendingCommand(),
+			answerCommand("allow"),
+			answerCommand("deny"),
+			promptCommand(),
 		},
 	}
 }

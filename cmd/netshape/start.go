@@ -8,6 +8,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/netshape/netshape/daemon"
+	"github.com/netshape/netshape/policy"
 )
 
 func startCommand() *cli.Command {
@@ -25,6 +26,13 @@ A run killed with -9 leaves them: the next start, or "netshape cleanup", removes
 			&cli.StringSliceFlag{Name: "bypass", Usage: "never redirect connections to `CIDR` (repeatable)"},
 			&cli.BoolFlag{Name: "block-quic", Value: true, Usage: "reject outbound UDP 443 (QUIC) so browsers use TCP, which netshape sees"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
+			&cli.StringFlag{Name: "config", Usage: "policy `FILE` (TOML: default action, rules, categories; see README)"},
+			&cli.StringFlag{Name: "default", Usage: "`ACTION` when no rule matches: allow (default), ask or deny"},
+			&cli.DurationFlag{Name: "prompt-timeout", Usage: "how long a held connection waits for an answer (default 30s); then the timeout action applies once"},
+			&cli.IntFlag{Name: "max-pending", Value: 64, Usage: "most questions waiting at once; past it new ones get the timeout action at once"},
+			&cli.BoolFlag{Name: "capture", Value: true, Usage: "capture on interfaces: DNS names, full accounting, interface quotas"},
+			&cli.StringSliceFlag{Name: "iface", Usage: "capture on `IF` (repeatable; default every interface that is up and not loopback)"},
+			&cli.BoolFlag{Name: "ptr", Value: true, Usage: "look up reverse DNS (in the background) for destinations without a name"},
 		},
 		Action: func(c *cli.Context) error {
 			cfg, err := startConfig(c)
@@ -53,15 +61,47 @@ func startConfig(c *cli.Context) (daemon.Config, error) {
 		}
 		bypass = append(bypass, p)
 	}
+	pol := policy.DefaultConfig()
+	if f := c.String("config"); f != "" {
+		if pol, err = policy.LoadConfig(f); err != nil {
+			return daemon.Config{}, err
+		}
+	}
+	if a := c.String("default"); a != "" {
+		if pol.DefaultAction, err = policy.ParseAction(a); err != nil {
+			return daemon.Config{}, fmt.Errorf("bad --default: %w", err)
+		}
+	}
+	if c.IsSet("prompt-timeout") {
+		if pol.PromptTimeout = c.Duration("prompt-timeout"); pol.PromptTimeout <= 0 {
+			return daemon.Config{}, fmt.Errorf("bad --prompt-timeout %v: must be positive", pol.PromptTimeout)
+		}
+	}
+	blockQUIC := pol.BlockQUIC
+	if c.IsSet("block-quic") {
+		blockQUIC = c.Bool("block-quic")
+	}
+	ifaces := pol.Ifaces
+	if c.IsSet("iface") {
+		ifaces = c.StringSlice("iface")
+	}
+	if c.Int("max-pending") < 1 {
+		return daemon.Config{}, fmt.Errorf("bad --max-pending %d: must be at least 1", c.Int("max-pending"))
+	}
 	return daemon.Config{
-		StateDir:  c.String("state-dir"),
-		Socket:    socketPath(c),
-		Group:     c.String("group"),
-		Port:      uint16(port),
-		Bypass:    bypass,
-		BlockQUIC: c.Bool("block-quic"),
-		Version:   version,
-		Logger:    log,
+		StateDir:   c.String("state-dir"),
+		Socket:     socketPath(c),
+		Group:      c.String("group"),
+		Port:       uint16(port),
+		Bypass:     append(pol.Bypass, bypass...),
+		BlockQUIC:  blockQUIC,
+		Policy:     pol,
+		MaxPending: c.Int("max-pending"),
+		Capture:    c.Bool("capture"),
+		Ifaces:     ifaces,
+		PTR:        c.Bool("ptr"),
+		Version:    version,
+		Logger:     log,
 	}, nil
 }
 

@@ -1,0 +1,262 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/netshape/netshape/control"
+	"github.com/netshape/netshape/flow"
+	"github.com/netshape/netshape/policy"
+	"github.com/netshape/netshape/proxy"
+	"github.com/netshape/netshape/shaper"
+	"github.com/netshape/netshape/units"
+)
+
+// Rules are matched by policy alone (app, user, host, port, iface, with
+// CIDRs and wildcards): the shaper's selector for a rule is "rule:ID", and
+// matchHost asks policy whether the rule matches the flow. Interface-only
+// quotas use a plain interface selector so bytes the capture counts outside
+// the proxy (UDP, ICMP) count too. A prompt answer's one-off rate is a
+// per-flow limit "flow:ID".
+const (
+	selRule = "rule:"
+	selFlow = "flow:"
+)
+
+// flowRates holds one-off rates from prompt answers, by flow id.
+type flowRates struct {
+	mu sync.Mutex
+	m  map[uint64]float64
+}
+
+func (d *Daemon) newShaper() {
+	d.shaper = shaper.New(shaper.Options{
+		Logger:             d.log.With("part", "shaper"),
+		OnEvent:            d.quotaEvent,
+		MatchHost:          d.matchSelector,
+		ExternalIfaceBytes: d.cfg.Capture,
+	})
+	d.oneOff.m = map[uint64]float64{}
+}
+
+func (d *Daemon) matchSelector(pattern string, f *flow.Flow) bool {
+	if id, ok := strings.CutPrefix(pattern, selRule); ok {
+		n, err := strconv.ParseInt(id, 10, 64)
+		if err != nil {
+			return false
+		}
+		v := d.rules.Load().set.Decide(f, d.pol.DefaultAction, time.Now())
+		for _, l := range v.Limits {
+			if l == n {
+				return true
+			}
+		}
+		return false
+	}
+	if id, ok := strings.CutPrefix(pattern, selFlow); ok {
+		return id == strconv.FormatUint(f.ID, 10)
+	}
+	return false
+}
+
+// applyLimits turns the rules' rate and quota fields into shaper limits and
+// quotas; running flows pick them up within a second.
+func (d *Daemon) applyLimits(r *rules) {
+	var ls []shaper.Limit
+	var qs []shaper.Quota
+	for _, ru := range r.all {
+		if ru.Action == policy.Deny {
+			continue
+		}
+		sel := shaper.Selector{Host: selRule + strconv.FormatInt(ru.ID, 10)}
+		if ru.Iface != "" && ru.App == "" && ru.User == "" && ru.Host == "" && ru.Port == "" {
+			sel = shaper.Selector{Iface: ru.Iface}
+		}
+		if in, out := ru.Rates(); in > 0 || out > 0 {
+			ls = append(ls, shaper.Limit{ID: ru.ID, Sel: sel, In: in, Out: out})
+		}
+		if ru.Quota > 0 {
+			qs = append(qs, shaper.Quota{
+				ID: ru.ID, Sel: sel, Limit: ru.Quota, Dir: shaper.Total,
+				Period: shaperPeriod(ru.Period), ResetDay: shaperResetDay(ru),
+				ThrottleRate: ru.Over.Throttle,
+			})
+		}
+	}
+	d.oneOff.mu.Lock()
+	for id, rate := range d.oneOff.m {
+		ls = append(ls, shaper.Limit{ID: -1<<40 - int64(id), Sel: shaper.Selector{Host: selFlow + strconv.FormatUint(id, 10)}, Each: shaper.Flow, In: rate, Out: rate})
+	}
+	d.oneOff.mu.Unlock()
+	if err := d.shaper.SetLimits(ls); err != nil {
+		d.warn("rate limits not applied: " + err.Error())
+	}
+	if err := d.shaper.SetQuotas(qs); err != nil {
+		d.warn("quotas not applied: " + err.Error())
+	}
+	d.updateIfaceBlocks()
+}
+
+func shaperPeriod(p policy.Period) shaper.Period {
+	switch p {
+	case policy.PeriodDay:
+		return shaper.Day
+	case policy.PeriodWeek:
+		return shaper.Week
+	case policy.PeriodMonth:
+		return shaper.Month
+	}
+	return shaper.None
+}
+
+// shaperResetDay converts policy's reset day (week: 1 = Monday … 7 = Sunday;
+// month: 1-28) to the shaper's (week: 0 = Sunday … 6 = Saturday).
+func shaperResetDay(r policy.Rule) int {
+	switch r.Period {
+	case policy.PeriodWeek:
+		d := r.ResetDay
+		if d == 0 {
+			d = 1
+		}
+		return d % 7
+	case policy.PeriodMonth:
+		if r.ResetDay == 0 {
+			return 1
+		}
+	}
+	return r.ResetDay
+}
+
+// limit is the proxy's Limit hook.
+func (d *Daemon) limit(f *flow.Flow) (proxy.Limiter, error) {
+	p, err := d.shaper.Attach(f)
+	if err != nil {
+		if errors.Is(err, shaper.ErrRefused) {
+			return nil, err
+		}
+		d.log.Warn("shaper attach failed; flow unshaped", "flow", f.ID, "err", err)
+		return nil, nil
+	}
+	if p == nil {
+		return nil, nil
+	}
+	return pathLimiter{p}, nil
+}
+
+// pathLimiter adapts a shaper path to the proxy's Limiter.
+type pathLimiter struct{ p *shaper.Path }
+
+func dirOf(d proxy.Dir) shaper.Dir {
+	if d == proxy.In {
+		return shaper.In
+	}
+	return shaper.Out
+}
+
+func (l pathLimiter) Grant(ctx context.Context, d proxy.Dir, max int) (int, error) {
+	return l.p.Grant(ctx, dirOf(d), max)
+}
+func (l pathLimiter) Done(d proxy.Dir, n int) error { return l.p.Done(dirOf(d), n) }
+func (l pathLimiter) Close()                        { l.p.Close() }
+
+// ifaceBytes feeds bytes the capture saw on an interface to interface quotas.
+func (d *Daemon) ifaceBytes(iface string, in, out int64) {
+	if in > 0 {
+		d.shaper.AddIfaceBytes(iface, shaper.In, in)
+	}
+	if out > 0 {
+		d.shaper.AddIfaceBytes(iface, shaper.Out, out)
+	}
+}
+
+// quotaEvent publishes quota warnings and, for interface quotas, blocks or
+// unblocks the interface in the kernel.
+func (d *Daemon) quotaEvent(e shaper.Event) {
+	var msg string
+	scope := describeSel(e.Quota.Sel)
+	switch e.Kind {
+	case shaper.QuotaWarning:
+		msg = "quota of " + scope + " is 80% used: " + units.FormatSize(e.Used) + " of " + units.FormatSize(e.Limit)
+	case shaper.QuotaExhausted:
+		msg = "quota of " + scope + " is used up (" + units.FormatSize(e.Limit) + ")"
+		if e.Throttled {
+			msg += ": slowed to " + units.FormatRate(e.Quota.ThrottleRate)
+		} else {
+			msg += ": its connections are cut"
+		}
+	case shaper.QuotaReset:
+		msg = "quota of " + scope + " starts a new period"
+	case shaper.QuotaRestored:
+		msg = "quota of " + scope + " has room again"
+	}
+	d.events.publish(control.Event{Type: "quota", ID: e.Quota.ID, Message: msg, Time: time.Now()})
+	if e.Kind == shaper.QuotaExhausted {
+		d.log.Warn(msg, "rule", e.Quota.ID)
+		if !e.Throttled {
+			d.proxy.CloseFlows(func(f *flow.Flow) bool { return d.inQuotaScope(e.Quota, f) }, "quota used up")
+		}
+	} else {
+		d.log.Info(msg, "rule", e.Quota.ID)
+	}
+	if e.Quota.Sel.Iface != "" {
+		go d.updateIfaceBlocks()
+	}
+}
+
+func (d *Daemon) inQuotaScope(q shaper.Quota, f *flow.Flow) bool {
+	if q.Sel.Iface != "" && q.Sel.Host == "" {
+		return f.Iface == q.Sel.Iface
+	}
+	return d.matchSelector(q.Sel.Host, f)
+}
+
+func describeSel(s shaper.Selector) string {
+	switch {
+	case s.Iface != "" && s.Host == "":
+		return "interface " + s.Iface
+	case strings.HasPrefix(s.Host, selRule):
+		return "rule " + strings.TrimPrefix(s.Host, selRule)
+	}
+	return "flow"
+}
+
+// updateIfaceBlocks makes the kernel drop traffic on interfaces whose quota is
+// used up (and not throttled), and lets it through again after a grant or a
+// new period.
+func (d *Daemon) updateIfaceBlocks() {
+	b, ok := d.red.(interface{ SetBlockedIfaces([]string) error })
+	if !ok {
+		return
+	}
+	var ifs []string
+	for _, q := range d.shaper.Quotas() {
+		if q.Exhausted && !q.Throttled && q.Quota.Sel.Iface != "" && q.Quota.Sel.Host == "" {
+			ifs = append(ifs, q.Quota.Sel.Iface)
+		}
+	}
+	d.blockMu.Lock()
+	defer d.blockMu.Unlock()
+	if strings.Join(ifs, ",") == strings.Join(d.blocked, ",") {
+		return
+	}
+	if err := b.SetBlockedIfaces(ifs); err != nil {
+		d.warn("cannot block interfaces whose quota is used up: " + err.Error())
+		return
+	}
+	d.blocked = ifs
+	if len(ifs) > 0 {
+		d.log.Warn("interfaces blocked: quota used up", "ifaces", ifs)
+	}
+}
+
+// saveQuotas persists quota counters every few seconds, so a crash loses at
+// most that much counting.
+func (d *Daemon) saveQuotas() {
+	if err := d.store.SaveQuotaStates(toStoreQuotas(d.shaper.QuotaStates())); err != nil {
+		d.warnOnce("save quota counters: " + err.Error() + " (counting continues in memory; retrying)")
+	}
+}

@@ -1,0 +1,119 @@
+package daemon
+
+import (
+	"sync"
+	"time"
+
+	"github.com/netshape/netshape/flow"
+	"github.com/netshape/netshape/shaper"
+	"github.com/netshape/netshape/store"
+)
+
+// usage turns the proxy's per-flow byte counters into per-minute usage rows
+// (app, host, interface) and stores closed flows, in one batch per tick.
+type usage struct {
+	mu     sync.Mutex
+	last   map[uint64][2]int64 // flow id -> bytes in/out already counted
+	closed []flow.Flow         // closed flows not yet stored
+	unsent map[usageKey][2]int64
+}
+
+type usageKey struct{ app, host, iface string }
+
+func (d *Daemon) flowClosed(f *flow.Flow) {
+	d.usage.mu.Lock()
+	d.usage.closed = append(d.usage.closed, *f)
+	d.usage.mu.Unlock()
+	d.oneOff.mu.Lock()
+	_, had := d.oneOff.m[f.ID]
+	delete(d.oneOff.m, f.ID)
+	d.oneOff.mu.Unlock()
+	if had {
+		d.applyLimits(d.rules.Load())
+	}
+}
+
+// flushUsage writes what flowed since the last call.
+func (d *Daemon) flushUsage(now time.Time) {
+	live := d.proxy.Flows(false)
+	d.usage.mu.Lock()
+	closed := d.usage.closed
+	sums := d.usage.unsent
+	add := func(f *flow.Flow, final bool) {
+		prev := d.usage.last[f.ID]
+		din, dout := f.BytesIn-prev[0], f.BytesOut-prev[1]
+		if final {
+			delete(d.usage.last, f.ID)
+		} else {
+			d.usage.last[f.ID] = [2]int64{f.BytesIn, f.BytesOut}
+		}
+		if din == 0 && dout == 0 {
+			return
+		}
+		k := usageKey{f.App(), f.Name(), f.Iface}
+		s := sums[k]
+		sums[k] = [2]int64{s[0] + din, s[1] + dout}
+	}
+	for i := range live {
+		add(&live[i], false)
+	}
+	for i := range closed {
+		add(&closed[i], true)
+	}
+	rows := make([]store.UsageRow, 0, len(sums))
+	for k, s := range sums {
+		rows = append(rows, store.UsageRow{Minute: now, App: k.app, Host: k.host, Iface: k.iface,
+			Category: d.pol.Category(k.host), BytesIn: s[0], BytesOut: s[1]})
+	}
+	// The store is written under the lock so a failed write keeps its counts
+	// for the next flush (a full disk loses nothing while memory lasts).
+	defer d.usage.mu.Unlock()
+	if len(rows) > 0 {
+		if err := d.store.AddUsage(rows); err != nil {
+			d.warnOnce("store usage: " + err.Error() + " (kept in memory; retrying)")
+		} else {
+			clear(sums)
+		}
+	}
+	if len(closed) > 0 {
+		if err := d.store.AddFlows(closed); err != nil {
+			d.warnOnce("store closed flows: " + err.Error())
+			if len(closed) > 10000 { // bound memory: the oldest go
+				d.usage.closed = closed[len(closed)-10000:]
+			}
+		} else {
+			d.usage.closed = d.usage.closed[:0]
+		}
+	}
+}
+
+// appToday is what app used since local midnight, for a prompt.
+func (d *Daemon) appToday(app string) (in, out int64) {
+	now := time.Now()
+	mid := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, now.Location())
+	ts, err := d.store.Usage(store.UsageQuery{From: mid, By: store.ByApp, App: app})
+	if err != nil {
+		return 0, 0
+	}
+	for _, t := range ts {
+		in += t.BytesIn
+		out += t.BytesOut
+	}
+	return in, out
+}
+
+func toStoreQuotas(qs []shaper.QuotaState) []store.QuotaState {
+	out := make([]store.QuotaState, len(qs))
+	for i, q := range qs {
+		out[i] = store.QuotaState{RuleID: q.ID, PeriodStart: q.PeriodStart, Used: q.Used, Granted: q.Granted}
+	}
+	return out
+}
+
+func fromStoreQuotas(qs []store.QuotaState) []shaper.QuotaState {
+	out := make([]shaper.QuotaState, len(qs))
+	for i, q := range qs {
+		out[i] = shaper.QuotaState{ID: q.RuleID, PeriodStart: q.PeriodStart, Used: q.Used, Granted: q.Granted}
+	}
+	return out
+}
