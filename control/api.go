@@ -92,3 +92,17 @@ type RuleSpec struct {
 	For      string `json:"for,omitempty"`
 	Note     string `json:"note,omitempty"`
 }
+
+// Run is POST /v1/runs: `netshape run` registers a command before starting
+// it, so every flow of the command and its descendants is shaped and counted.
+type Run struct {
+	ID      int64   `json:"id,omitempty"`
+	RootPID int     `json:"root_pid"`         // flows of this process and its descendants
+	Cgroup  string  `json:"cgroup,omitempty"` // or of this cgroup (Linux), which catches re-parented children
+	Limit   int64   `json:"limit,omitempty"`  // bytes, both directions; 0 none
+	Rate    float64 `json:"rate,omitempty"`   // bytes per second each way; 0 none
+	Command string  `json:"command,omitempty"`
+	// Answers of GET /v1/runs/{id}:
+	Used      int64 `json:"used"`
+	Exhausted bool  `json:"exhausted"`
+}

@@ -125,6 +125,7 @@ type Daemon struct {
 	ruleMu sync.Mutex // serializes rule changes
 	rules  atomic.Pointer[rules]
 	oneOff flowRates
+	runs   runs
 	usage  usage
 
 	blockMu sync.Mutex
@@ -195,6 +196,8 @@ func Run(ctx context.Context, cfg Config) (err error) {
 
 	d := &Daemon{cfg: cfg, pol: cfg.Policy, log: log, red: red, started: time.Now(), stopc: make(chan struct{}), events: newHub()}
 	d.usage.last = map[uint64][2]int64{}
+	d.runs.m = map[int64]control.Run{}
+	d.runs.flows = map[int64]map[uint64]bool{}
 	d.usage.unsent = map[usageKey][2]int64{}
 	dbPath := filepath.Join(cfg.StateDir, "netshape.db")
 	if d.store, err = store.Open(dbPath); err != nil {
@@ -374,6 +377,8 @@ const usageInterval = 2 * time.Second
 
 func (d *Daemon) routes() {
 	d.ruleRoutes()
+	d.runRoutes()
+	d.quotaRoutes()
 	d.ctl.Handle("GET /v1/status", func(r *http.Request) (any, error) { return d.status(), nil })
 	d.ctl.Handle("GET /v1/flows", func(r *http.Request) (any, error) {
 		fs := d.proxy.Flows(r.URL.Query().Get("closed") != "")

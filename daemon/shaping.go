@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -60,6 +61,10 @@ func (d *Daemon) matchSelector(pattern string, f *flow.Flow) bool {
 	if id, ok := strings.CutPrefix(pattern, selFlow); ok {
 		return id == strconv.FormatUint(f.ID, 10)
 	}
+	if id, ok := strings.CutPrefix(pattern, selRun); ok {
+		n, err := strconv.ParseInt(id, 10, 64)
+		return err == nil && d.inRun(n, f)
+	}
 	return false
 }
 
@@ -92,6 +97,8 @@ func (d *Daemon) applyLimits(r *rules) {
 		ls = append(ls, shaper.Limit{ID: -1<<40 - int64(id), Sel: shaper.Selector{Host: selFlow + strconv.FormatUint(id, 10)}, Each: shaper.Flow, In: rate, Out: rate})
 	}
 	d.oneOff.mu.Unlock()
+	rls, rqs := d.runLimits()
+	ls, qs = append(ls, rls...), append(qs, rqs...)
 	if err := d.shaper.SetLimits(ls); err != nil {
 		d.warn("rate limits not applied: " + err.Error())
 	}
@@ -194,11 +201,10 @@ func (d *Daemon) quotaEvent(e shaper.Event) {
 		msg = "quota of " + scope + " has room again"
 	}
 	d.events.publish(control.Event{Type: "quota", ID: e.Quota.ID, Message: msg, Time: time.Now()})
+	// Flows in scope are cut by the shaper at their next chunk (cleanly, FIN);
+	// new ones are refused at Attach.
 	if e.Kind == shaper.QuotaExhausted {
 		d.log.Warn(msg, "rule", e.Quota.ID)
-		if !e.Throttled {
-			d.proxy.CloseFlows(func(f *flow.Flow) bool { return d.inQuotaScope(e.Quota, f) }, "quota used up")
-		}
 	} else {
 		d.log.Info(msg, "rule", e.Quota.ID)
 	}
@@ -207,19 +213,14 @@ func (d *Daemon) quotaEvent(e shaper.Event) {
 	}
 }
 
-func (d *Daemon) inQuotaScope(q shaper.Quota, f *flow.Flow) bool {
-	if q.Sel.Iface != "" && q.Sel.Host == "" {
-		return f.Iface == q.Sel.Iface
-	}
-	return d.matchSelector(q.Sel.Host, f)
-}
-
 func describeSel(s shaper.Selector) string {
 	switch {
 	case s.Iface != "" && s.Host == "":
 		return "interface " + s.Iface
 	case strings.HasPrefix(s.Host, selRule):
 		return "rule " + strings.TrimPrefix(s.Host, selRule)
+	case strings.HasPrefix(s.Host, selRun):
+		return "netshape run " + strings.TrimPrefix(s.Host, selRun)
 	}
 	return "flow"
 }
@@ -259,4 +260,62 @@ func (d *Daemon) saveQuotas() {
 	if err := d.store.SaveQuotaStates(toStoreQuotas(d.shaper.QuotaStates())); err != nil {
 		d.warnOnce("save quota counters: " + err.Error() + " (counting continues in memory; retrying)")
 	}
+}
+
+// Quota is GET /v1/quotas: one quota with its scope in words.
+type quotaView struct {
+	shaper.QuotaStatus
+	Scope string `json:"scope_text"`
+}
+
+func (d *Daemon) quotaRoutes() {
+	d.ctl.Handle("GET /v1/quotas", func(r *http.Request) (any, error) {
+		qs := d.shaper.Quotas()
+		out := make([]quotaView, 0, len(qs))
+		for _, q := range qs {
+			out = append(out, quotaView{QuotaStatus: q, Scope: d.describeQuota(q.Quota)})
+		}
+		return out, nil
+	})
+	d.ctl.Handle("POST /v1/quotas/{id}/grant", func(r *http.Request) (any, error) {
+		id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+		if err != nil {
+			return nil, control.Errorf(http.StatusBadRequest, "quota id %q is not a number", r.PathValue("id"))
+		}
+		var body struct {
+			Bytes int64 `json:"bytes"`
+		}
+		if err := decodeBody(r, &body); err != nil {
+			return nil, err
+		}
+		if body.Bytes <= 0 {
+			return nil, control.Errorf(http.StatusBadRequest, "grant must be at least 1 byte")
+		}
+		if err := d.shaper.Grant(id, body.Bytes); err != nil {
+			if errors.Is(err, shaper.ErrUnknownQuota) {
+				return nil, control.Errorf(http.StatusNotFound, "no quota with id %d (netshape quotas lists them)", id)
+			}
+			return nil, control.Errorf(http.StatusBadRequest, "%v", err)
+		}
+		d.saveQuotas()
+		go d.updateIfaceBlocks()
+		return map[string]int64{"granted": body.Bytes}, nil
+	})
+}
+
+// describeQuota says what a quota covers, from its rule.
+func (d *Daemon) describeQuota(q shaper.Quota) string {
+	if ru, ok := d.rules.Load().byID[q.ID]; ok {
+		var parts []string
+		for _, kv := range [][2]string{{"app", ru.App}, {"user", ru.User}, {"host", ru.Host}, {"port", ru.Port}, {"iface", ru.Iface}} {
+			if kv[1] != "" {
+				parts = append(parts, kv[0]+" "+kv[1])
+			}
+		}
+		if len(parts) == 0 {
+			return "everything"
+		}
+		return strings.Join(parts, ", ")
+	}
+	return describeSel(q.Sel)
 }

@@ -288,7 +288,11 @@ func (c *conn) copy(dst, src *net.TCPConn, d Dir, n *atomic.Int64, lim Limiter) 
 		if lim != nil {
 			g, err := lim.Grant(c.ctx, d, chunk)
 			if err != nil {
-				c.abort(err.Error())
+				if c.ctx.Err() != nil {
+					c.abort(err.Error())
+				} else {
+					c.cut(err)
+				}
 				return
 			}
 			want = g
@@ -297,12 +301,7 @@ func (c *conn) copy(dst, src *net.TCPConn, d Dir, n *atomic.Int64, lim Limiter) 
 		n.Add(w)
 		if lim != nil {
 			if qerr := lim.Done(d, int(w)); qerr != nil {
-				// Quota ran out: end cleanly (FIN) in both directions.
-				c.setErr(qerr.Error())
-				c.client.CloseWrite()
-				c.up.Load().CloseWrite()
-				c.client.CloseRead()
-				c.up.Load().CloseRead()
+				c.cut(qerr)
 				return
 			}
 		}
@@ -320,6 +319,16 @@ func (c *conn) copy(dst, src *net.TCPConn, d Dir, n *atomic.Int64, lim Limiter) 
 			return
 		}
 	}
+}
+
+// cut ends a flow cleanly (FIN both ways) because the limiter said so: a
+// quota ran out. The other direction sees EOF and ends too.
+func (c *conn) cut(err error) {
+	c.setErr(err.Error())
+	c.client.CloseWrite()
+	c.up.Load().CloseWrite()
+	c.client.CloseRead()
+	c.up.Load().CloseRead()
 }
 
 func sortByID(fs []flow.Flow) {

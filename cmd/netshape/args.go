@@ -20,6 +20,9 @@ func reorderArgs(app *cli.App, args []string) []string {
 	// The command path: global flags and command names.
 	for ; i < len(args); i++ {
 		a := args[i]
+		if a == "--" {
+			break
+		}
 		if strings.HasPrefix(a, "-") {
 			out = append(out, a)
 			if takesValue(flags, a) && i+1 < len(args) {

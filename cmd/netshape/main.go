@@ -74,6 +74,9 @@ func newApp() *cli.App {
 			answerCommand("allow"),
 			answerCommand("deny"),
 			promptCommand(),
+			quotasCommand(),
+			quotaCommand(),
+			runCommand(),
 		},
 	}
 }
