@@ -9,15 +9,24 @@ import (
 
 // Chunk sizing. A chunk is what one Grant hands out on a limited path: about
 // chunkTime worth of the slowest bucket's rate, so slow rates pass in small
-// smooth steps and fast rates in large ones that keep splice efficient. A
-// bucket's burst is burstChunks chunks: enough to absorb timer lateness, small
-// enough that the initial burst is under 1% of a 10 s window.
+// smooth steps and fast rates in large ones that keep splice efficient.
+//
+// A bucket holds up to burstTime worth of tokens (at least burstChunks
+// chunks): a relay goroutine that wakes late on a busy machine still finds
+// the tokens that accrued meanwhile instead of losing them. New buckets start
+// with one chunk, not a full burst, so the start of a flow does not overshoot.
 const (
 	chunkTime   = 20 * time.Millisecond
+	burstTime   = 100 * time.Millisecond
 	minChunk    = 128
 	maxChunk    = 4 << 20
 	burstChunks = 2
 )
+
+// burstFor is the capacity of a bucket of rate r with chunk c.
+func burstFor(r float64, c int) int {
+	return max(c*burstChunks, int(min(r*burstTime.Seconds(), 1<<40)))
+}
 
 // chunkFor is the chunk size for a bucket of rate r bytes per second.
 func chunkFor(r float64) int {
@@ -57,15 +66,13 @@ func newBucket(k bucketKey, r float64, now time.Time) *bucket {
 	return b
 }
 
-// set installs a fresh limiter at rate r, full of tokens only for the first
-// chunk, so a rate change neither carries debt over nor grants a new burst.
+// set installs a fresh limiter at rate r holding one chunk of tokens, so a
+// rate change neither carries debt over nor grants a new burst.
 func (b *bucket) set(r float64, now time.Time) {
 	c := chunkFor(r)
-	l := rate.NewLimiter(rate.Limit(r), c*burstChunks)
-	if b.lim.Load() != nil {
-		// Not the first limiter: start with one chunk, not a full burst.
-		l.ReserveN(now, c*(burstChunks-1))
-	}
+	burst := burstFor(r, c)
+	l := rate.NewLimiter(rate.Limit(r), burst)
+	l.ReserveN(now, burst-c)
 	b.rate = r
 	b.chunk.Store(int64(c))
 	b.lim.Store(l)

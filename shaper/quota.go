@@ -107,12 +107,13 @@ func (q *quota) lockLive() *quota {
 	}
 }
 
-// events holds the at most two events one update can cause, without
-// allocating.
+// events collects the events of one update without allocating in the common
+// case (a rollover, a warning and an exhaustion fit inline).
 type events struct {
-	n  int
-	ev [2]Event
-	// changed means the quota's exhausted state flipped: paths must re-resolve.
+	n    int
+	ev   [3]Event
+	more []Event
+	// changed means a quota's exhausted state flipped: paths must re-resolve.
 	changed bool
 }
 
@@ -120,7 +121,9 @@ func (e *events) add(ev Event) {
 	if e.n < len(e.ev) {
 		e.ev[e.n] = ev
 		e.n++
+		return
 	}
+	e.more = append(e.more, ev)
 }
 
 func (q *quota) event(k EventKind) Event {
@@ -229,7 +232,7 @@ func (q *quota) errExceededLocked() error {
 
 // grant adds bytes to this period's budget.
 func (q *quota) grant(now time.Time, bytes int64, ev *events) {
-	q.mu.Lock()
+	q = q.lockLive()
 	defer q.mu.Unlock()
 	q.rollLocked(now, ev)
 	q.granted += bytes
@@ -246,7 +249,7 @@ func (q *quota) grant(now time.Time, bytes int64, ev *events) {
 
 func (q *quota) state(now time.Time, ev *events) QuotaState {
 	q.meter.Rate(now) // keep the forecast's rate fresh between status reads
-	q.mu.Lock()
+	q = q.lockLive()
 	defer q.mu.Unlock()
 	q.rollLocked(now, ev)
 	return QuotaState{ID: q.q.ID, PeriodStart: q.start, Used: q.used, Granted: q.granted}
@@ -255,7 +258,7 @@ func (q *quota) state(now time.Time, ev *events) QuotaState {
 // restore takes persisted counters if their period is still current. A
 // period that began after now (the clock went back since) is kept as well.
 func (q *quota) restore(now time.Time, st QuotaState, ev *events) {
-	q.mu.Lock()
+	q = q.lockLive()
 	defer q.mu.Unlock()
 	if q.q.Period != None {
 		s, e := periodBounds(q.q.Period, q.q.ResetDay, q.loc, st.PeriodStart)
@@ -272,7 +275,7 @@ func (q *quota) restore(now time.Time, st QuotaState, ev *events) {
 
 func (q *quota) status(now time.Time, ev *events) QuotaStatus {
 	r := q.meter.Rate(now)
-	q.mu.Lock()
+	q = q.lockLive()
 	defer q.mu.Unlock()
 	q.rollLocked(now, ev)
 	st := QuotaStatus{

@@ -182,7 +182,9 @@ func TestQuotaThrottle(t *testing.T) {
 	if _, err := s.Attach(testFlow(2, "a", "", "")); err != nil {
 		t.Errorf("Attach in throttle mode: %v", err)
 	}
-	// Now paced at 1000 B/s, in both directions.
+	// Now paced at 1000 B/s, both directions through one bucket.
+	c.auto = true
+	c.takeWaits()
 	for _, d := range []Dir{In, Out} {
 		n, err := p.Grant(ctx, d, 1<<20)
 		if err != nil || n != chunkFor(1000) {
@@ -190,7 +192,9 @@ func TestQuotaThrottle(t *testing.T) {
 		}
 		p.Done(d, n)
 	}
-	c.auto = true
+	if w := c.takeWaits(); len(w) != 1 || w[0] != 128*time.Millisecond {
+		t.Errorf("waits %v, want one of 128ms (the second direction's chunk)", w)
+	}
 	start := c.Now()
 	got := pump(t, c, p, In, start.Add(10*time.Second), 1<<20)
 	if r := float64(got) / c.Now().Sub(start).Seconds(); math.Abs(r/1000-1) > 0.05 {
@@ -434,5 +438,34 @@ func TestQuotaReplacedMidGrant(t *testing.T) {
 	// The in-flight reservation was settled too: all 1400 left can be granted.
 	if n, _ := p.Grant(context.Background(), In, 5000); n != 1400 {
 		t.Errorf("Grant = %d, want 1400", n)
+	}
+}
+
+// TestManyQuotasRollAtOnce: every quota's reset is announced, however many
+// roll over in one call.
+func TestManyQuotasRollAtOnce(t *testing.T) {
+	c := newFakeClock(t0, false)
+	log := &eventLog{}
+	s := New(Options{Clock: c, OnEvent: log.add, Loc: time.UTC})
+	var qs []Quota
+	for i := range 5 {
+		qs = append(qs, Quota{ID: int64(i), Limit: 10, Dir: In, Period: Day})
+	}
+	if err := s.SetQuotas(qs); err != nil {
+		t.Fatal(err)
+	}
+	p := mustAttach(t, s, testFlow(1, "a", "", ""))
+	n, _ := p.Grant(context.Background(), In, 10)
+	if err := p.Done(In, n); !errors.Is(err, ErrQuotaExceeded) {
+		t.Fatalf("Done = %v", err)
+	}
+	if got := len(log.kinds()); got != 10 {
+		t.Errorf("%d events, want a warning and an exhaustion for each of 5 quotas: %v", got, log.kinds())
+	}
+	log.reset()
+	c.Advance(24 * time.Hour)
+	mustAttach(t, s, testFlow(2, "a", "", ""))
+	if k := log.kinds(); len(k) != 5 || slices.ContainsFunc(k, func(e EventKind) bool { return e != QuotaReset }) {
+		t.Errorf("events %v, want 5 resets", k)
 	}
 }

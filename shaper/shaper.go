@@ -93,8 +93,11 @@ func (s *Shaper) emit(ev *events) {
 	if ev.changed {
 		s.bump()
 	}
-	for i := 0; i < ev.n; i++ {
-		e := ev.ev[i]
+	for i := 0; i < ev.n+len(ev.more); i++ {
+		e := ev.ev[min(i, len(ev.ev)-1)]
+		if i >= ev.n {
+			e = ev.more[i-ev.n]
+		}
 		s.log.Info("quota event", "quota", e.Quota.ID, "event", e.Kind.String(), "scope", e.Quota.Sel.String(),
 			"used", e.Used, "limit", e.Limit, "throttled", e.Throttled)
 		if s.onEvent != nil {
@@ -269,17 +272,15 @@ func (s *Shaper) Grant(id int64, bytes int64) error {
 // lifts an exhausted quota at its period's end even without traffic.
 func (s *Shaper) QuotaStates() []QuotaState {
 	now := s.clock.Now()
-	var ev events
 	s.mu.Lock()
 	qs := append([]*quota(nil), s.quotas...)
 	s.mu.Unlock()
 	out := make([]QuotaState, 0, len(qs))
 	for _, q := range qs {
-		var e events
-		out = append(out, q.state(now, &e))
-		s.emit(&e)
+		var ev events
+		out = append(out, q.state(now, &ev))
+		s.emit(&ev)
 	}
-	s.emit(&ev)
 	return out
 }
 
