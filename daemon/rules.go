@@ -62,6 +62,7 @@ func (d *Daemon) decide(f *flow.Flow) proxy.Action {
 // rulesChanged applies a new rule set to live flows: flows a rule now denies
 // are cut at once, and shaping follows the new limits.
 func (d *Daemon) rulesChanged(r *rules) {
+	d.applyLimits(r)
 	if d.proxy == nil {
 		return
 	}
@@ -75,7 +76,6 @@ func (d *Daemon) rulesChanged(r *rules) {
 	if n > 0 {
 		d.log.Info("cut live flows a new rule denies", "flows", n)
 	}
-	d.applyLimits(r)
 }
 
 func ruleFromSpec(s control.RuleSpec, now time.Time) (policy.Rule, error) {
