@@ -106,3 +106,28 @@ type Run struct {
 	Used      int64 `json:"used"`
 	Exhausted bool  `json:"exhausted"`
 }
+
+// IfaceReport is GET /v1/iface: per interface, the kernel's counters beside
+// what netshape captured and what its proxy relayed.
+type IfaceReport struct {
+	Time    time.Time    `json:"time"`
+	Ifaces  []IfaceEntry `json:"ifaces"`
+	Capture bool         `json:"capture"` // false when capture is off or failed
+}
+
+// IfaceEntry is one interface of an IfaceReport.
+type IfaceEntry struct {
+	Name      string `json:"name"`
+	Up        bool   `json:"up"`
+	KernelIn  int64  `json:"kernel_in"`
+	KernelOut int64  `json:"kernel_out"`
+	// Captured bytes by protocol ("tcp", "udp", "icmp", "other").
+	CapturedIn  int64               `json:"captured_in"`
+	CapturedOut int64               `json:"captured_out"`
+	ByProto     map[string][2]int64 `json:"by_proto,omitempty"`
+	Drops       uint64              `json:"capture_drops"`
+	Capturing   bool                `json:"capturing"`
+	ProxiedIn   int64               `json:"proxied_in"`
+	ProxiedOut  int64               `json:"proxied_out"`
+	Blocked     bool                `json:"blocked"` // an interface quota ran out
+}

@@ -128,6 +128,8 @@ type Daemon struct {
 	runs   runs
 	usage  usage
 
+	ifaceLive sync.Map // iface name -> *ifaceCount
+
 	blockMu sync.Mutex
 	blocked []string
 
@@ -199,6 +201,8 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	d.runs.m = map[int64]control.Run{}
 	d.runs.flows = map[int64]map[uint64]bool{}
 	d.usage.unsent = map[usageKey][2]int64{}
+	d.usage.proxied = map[string][2]int64{}
+	d.usage.capLast = map[string]map[string][2]int64{}
 	dbPath := filepath.Join(cfg.StateDir, "netshape.db")
 	if d.store, err = store.Open(dbPath); err != nil {
 		return fmt.Errorf("open database %s: %w (check --state-dir)", dbPath, err)
@@ -310,14 +314,15 @@ func (d *Daemon) stop() { d.stopOnce.Do(func() { close(d.stopc) }) }
 
 func (d *Daemon) hooks() proxy.Hooks {
 	h := proxy.Hooks{
-		Identify:  d.identify,
-		Name:      d.dnsName,
-		NameLater: d.laterName,
-		NeedsHost: func() bool { return d.rules.Load().needsHost },
-		Decide:    d.decide,
-		Ask:       d.ask,
-		Limit:     d.limit,
-		Closed:    d.flowClosed,
+		Identify:   d.identify,
+		Name:       d.dnsName,
+		NameLater:  d.laterName,
+		NeedsHost:  func() bool { return d.rules.Load().needsHost },
+		NeedsIface: func() bool { return d.rules.Load().needsIface },
+		Decide:     d.decide,
+		Ask:        d.ask,
+		Limit:      d.limit,
+		Closed:     d.flowClosed,
 	}
 	return h
 }
@@ -378,6 +383,7 @@ const usageInterval = 2 * time.Second
 func (d *Daemon) routes() {
 	d.ruleRoutes()
 	d.runRoutes()
+	d.accountRoutes()
 	d.quotaRoutes()
 	d.ctl.Handle("GET /v1/status", func(r *http.Request) (any, error) { return d.status(), nil })
 	d.ctl.Handle("GET /v1/flows", func(r *http.Request) (any, error) {

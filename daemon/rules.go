@@ -17,10 +17,11 @@ import (
 // rules is the compiled rule set the proxy decides with, swapped whole on
 // every change so a decision never sees half a change.
 type rules struct {
-	all       []policy.Rule
-	byID      map[int64]policy.Rule
-	set       *policy.Set
-	needsHost bool // some rule matches host names: wait (bounded) for SNI/Host before deciding
+	all        []policy.Rule
+	byID       map[int64]policy.Rule
+	set        *policy.Set
+	needsHost  bool // some rule matches host names: wait (bounded) for SNI/Host before deciding
+	needsIface bool // some rule matches an interface: find it before deciding
 }
 
 // reloadRules recompiles config rules plus stored ones. Callers hold d.ruleMu.
@@ -40,6 +41,9 @@ func (d *Daemon) reloadRules() error {
 	r := &rules{all: all, set: set, byID: make(map[int64]policy.Rule, len(all))}
 	for _, ru := range all {
 		r.byID[ru.ID] = ru
+		if ru.Iface != "" {
+			r.needsIface = true
+		}
 		if ru.Host != "" {
 			if h, err := policy.ParseHost(ru.Host); err == nil && (h.Kind == policy.HostName || h.Kind == policy.HostWildcard) {
 				r.needsHost = true

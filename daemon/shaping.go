@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/netshape/netshape/control"
@@ -151,11 +152,35 @@ func (d *Daemon) limit(f *flow.Flow) (proxy.Limiter, error) {
 	if p == nil {
 		return nil, nil
 	}
-	return pathLimiter{p}, nil
+	return pathLimiter{p: p, ctr: d.ifaceCounter(f.Iface)}, nil
+}
+
+// ifaceCounter is the live count of bytes the proxy relayed over iface
+// through shaped paths, which interface quotas need to tell proxied bytes
+// from the rest the capture sees.
+func (d *Daemon) ifaceCounter(iface string) *ifaceCount {
+	if iface == "" {
+		return nil
+	}
+	if c, ok := d.ifaceLive.Load(iface); ok {
+		return c.(*ifaceCount)
+	}
+	c, _ := d.ifaceLive.LoadOrStore(iface, &ifaceCount{})
+	return c.(*ifaceCount)
+}
+
+type ifaceCount struct {
+	proxied [2]atomic.Int64 // in, out
+	// Owned by the capture goroutine of the interface:
+	captured [2]int64 // every byte the capture reported
+	reported [2]int64 // unattributed bytes already given to the shaper
 }
 
 // pathLimiter adapts a shaper path to the proxy's Limiter.
-type pathLimiter struct{ p *shaper.Path }
+type pathLimiter struct {
+	p   *shaper.Path
+	ctr *ifaceCount
+}
 
 func dirOf(d proxy.Dir) shaper.Dir {
 	if d == proxy.In {
@@ -167,16 +192,29 @@ func dirOf(d proxy.Dir) shaper.Dir {
 func (l pathLimiter) Grant(ctx context.Context, d proxy.Dir, max int) (int, error) {
 	return l.p.Grant(ctx, dirOf(d), max)
 }
-func (l pathLimiter) Done(d proxy.Dir, n int) error { return l.p.Done(dirOf(d), n) }
-func (l pathLimiter) Close()                        { l.p.Close() }
 
-// ifaceBytes feeds bytes the capture saw on an interface to interface quotas.
-func (d *Daemon) ifaceBytes(iface string, in, out int64) {
-	if in > 0 {
-		d.shaper.AddIfaceBytes(iface, shaper.In, in)
+func (l pathLimiter) Done(d proxy.Dir, n int) error {
+	if l.ctr != nil {
+		l.ctr.proxied[d].Add(int64(n))
 	}
-	if out > 0 {
-		d.shaper.AddIfaceBytes(iface, shaper.Out, out)
+	return l.p.Done(dirOf(d), n)
+}
+
+func (l pathLimiter) Close() { l.p.Close() }
+
+// ifaceBytes receives what the capture saw on an interface (every 250 ms) and
+// gives interface quotas the part the proxy did not relay: UDP, ICMP, TCP
+// that bypassed the proxy, and header overhead.
+func (d *Daemon) ifaceBytes(iface string, in, out int64) {
+	c := d.ifaceCounter(iface)
+	c.captured[0] += in
+	c.captured[1] += out
+	for i, dir := range []shaper.Dir{shaper.In, shaper.Out} {
+		un := max(0, c.captured[i]-c.proxied[i].Load())
+		if add := un - c.reported[i]; add > 0 {
+			c.reported[i] = un
+			d.shaper.AddIfaceBytes(iface, dir, add)
+		}
 	}
 }
 
@@ -202,15 +240,27 @@ func (d *Daemon) quotaEvent(e shaper.Event) {
 	}
 	d.events.publish(control.Event{Type: "quota", ID: e.Quota.ID, Message: msg, Time: time.Now()})
 	// Flows in scope are cut by the shaper at their next chunk (cleanly, FIN);
-	// new ones are refused at Attach.
+	// an idle one, or one whose packets an interface block now drops, would
+	// never get there, so they are cut here too. New ones are refused at Attach.
 	if e.Kind == shaper.QuotaExhausted {
 		d.log.Warn(msg, "rule", e.Quota.ID)
+		if !e.Throttled && d.proxy != nil {
+			q := e.Quota
+			go d.proxy.CutFlows(func(f *flow.Flow) bool { return d.inQuotaScope(q, f) }, "quota used up")
+		}
 	} else {
 		d.log.Info(msg, "rule", e.Quota.ID)
 	}
 	if e.Quota.Sel.Iface != "" {
 		go d.updateIfaceBlocks()
 	}
+}
+
+func (d *Daemon) inQuotaScope(q shaper.Quota, f *flow.Flow) bool {
+	if q.Sel.Iface != "" && q.Sel.Host == "" {
+		return f.Iface == q.Sel.Iface
+	}
+	return d.matchSelector(q.Sel.Host, f)
 }
 
 func describeSel(s shaper.Selector) string {

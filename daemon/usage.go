@@ -4,6 +4,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/netshape/netshape/bpfacct"
 	"github.com/netshape/netshape/flow"
 	"github.com/netshape/netshape/shaper"
 	"github.com/netshape/netshape/store"
@@ -16,7 +17,16 @@ type usage struct {
 	last   map[uint64][2]int64 // flow id -> bytes in/out already counted
 	closed []flow.Flow         // closed flows not yet stored
 	unsent map[usageKey][2]int64
+	// proxied counts, per interface, every byte the proxy relayed; capLast,
+	// per interface and protocol, the unattributed bytes already written.
+	proxied map[string][2]int64
+	capLast map[string]map[string][2]int64
 }
+
+// unattributedApp names usage rows for bytes the capture saw that no proxied
+// flow explains: UDP, ICMP, other protocols, TCP that bypassed the proxy, and
+// TCP/IP header overhead. Host holds the protocol.
+const unattributedApp = "unattributed"
 
 type usageKey struct{ app, host, iface string }
 
@@ -53,6 +63,10 @@ func (d *Daemon) flushUsage(now time.Time) {
 		k := usageKey{f.App(), f.Name(), f.Iface}
 		s := sums[k]
 		sums[k] = [2]int64{s[0] + din, s[1] + dout}
+		if f.Iface != "" {
+			p := d.usage.proxied[f.Iface]
+			d.usage.proxied[f.Iface] = [2]int64{p[0] + din, p[1] + dout}
+		}
 	}
 	for i := range live {
 		add(&live[i], false)
@@ -60,6 +74,7 @@ func (d *Daemon) flushUsage(now time.Time) {
 	for i := range closed {
 		add(&closed[i], true)
 	}
+	d.addUnattributed(sums)
 	rows := make([]store.UsageRow, 0, len(sums))
 	for k, s := range sums {
 		rows = append(rows, store.UsageRow{Minute: now, App: k.app, Host: k.host, Iface: k.iface,
@@ -116,4 +131,37 @@ func fromStoreQuotas(qs []store.QuotaState) []shaper.QuotaState {
 		out[i] = shaper.QuotaState{ID: q.RuleID, PeriodStart: q.PeriodStart, Used: q.Used, Granted: q.Granted}
 	}
 	return out
+}
+
+// addUnattributed adds, per interface and protocol, what the capture counted
+// beyond the proxied bytes, so usage by app reconciles with the interface
+// totals. Called with d.usage.mu held.
+func (d *Daemon) addUnattributed(sums map[usageKey][2]int64) {
+	if d.acct == nil {
+		return
+	}
+	for _, ifc := range d.acct.Snapshot().Ifaces {
+		last := d.usage.capLast[ifc.Name]
+		if last == nil {
+			last = map[string][2]int64{}
+			d.usage.capLast[ifc.Name] = last
+		}
+		for proto, t := range ifc.ByProto {
+			cum := [2]int64{t.BytesIn, t.BytesOut}
+			if proto == bpfacct.ProtoTCP {
+				p := d.usage.proxied[ifc.Name]
+				cum = [2]int64{max(0, cum[0]-p[0]), max(0, cum[1]-p[1])}
+			}
+			name := proto.String()
+			prev := last[name]
+			din, dout := max(0, cum[0]-prev[0]), max(0, cum[1]-prev[1])
+			last[name] = [2]int64{max(prev[0], cum[0]), max(prev[1], cum[1])}
+			if din == 0 && dout == 0 {
+				continue
+			}
+			k := usageKey{unattributedApp, name, ifc.Name}
+			s := sums[k]
+			sums[k] = [2]int64{s[0] + din, s[1] + dout}
+		}
+	}
 }

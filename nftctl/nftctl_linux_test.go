@@ -147,7 +147,7 @@ func TestKernelLifecycle(t *testing.T) {
 	if err := n.SetBlockedIfaces([]string{p.CliIf}); err != nil {
 		t.Fatal(err)
 	}
-	if got := rulesIn(); got["filter_out"] != 1 || got["filter_in"] != 1 {
+	if got := rulesIn(); got["filter_out"] != 2 || got["filter_in"] != 1 { // ct status dnat accept + the drop
 		t.Fatalf("after SetBlockedIfaces: %v", got)
 	}
 	// A second backend (a new run after a crash) cleans up what the first left.

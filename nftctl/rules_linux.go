@@ -70,6 +70,14 @@ func ruleset(cfg Config) ([]chainSpec, []ruleSpec) {
 	}
 	if len(cfg.BlockedIfaces) > 0 {
 		chains = append(chains, chainFilterIn)
+		// Connections the out chain redirected to the proxy still carry the
+		// interface of their original route here: let them reach the proxy,
+		// which refuses them itself while the quota is used up.
+		add(chainFilterOut, "ct status dnat accept",
+			&expr.Ct{Register: 1, Key: expr.CtKeySTATUS},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: native32(ipsDstNAT), Xor: native32(0)},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: native32(0)},
+			&expr.Verdict{Kind: expr.VerdictAccept})
 		for _, ifc := range cfg.BlockedIfaces {
 			add(chainFilterOut, fmt.Sprintf("oifname %q drop", ifc),
 				&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
@@ -159,6 +167,9 @@ func daddrMatch(p netip.Prefix) []expr.Any {
 	}
 	return append(e, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: a.AsSlice()})
 }
+
+// ipsDstNAT is IPS_DST_NAT (linux/netfilter/nf_conntrack_common.h).
+const ipsDstNAT = 1 << 5
 
 func native32(v uint32) []byte {
 	return binary.NativeEndian.AppendUint32(nil, v)

@@ -121,6 +121,9 @@ func (c *conn) run() {
 	if !sniffed && h.NeedsHost != nil && h.NeedsHost() {
 		sniffed = c.sniff(&f, p.cfg.PeekWait)
 	}
+	if h.NeedsIface != nil && h.NeedsIface() {
+		f.Iface = p.routeIface(f.Dst)
+	}
 	c.update(func(cf *flow.Flow) { copyIdentity(cf, &f) })
 
 	action := Allow
@@ -177,7 +180,7 @@ func (c *conn) run() {
 func copyIdentity(dst, src *flow.Flow) {
 	dst.PID, dst.PPID, dst.Exe, dst.Cmdline = src.PID, src.PPID, src.Exe, src.Cmdline
 	dst.UID, dst.User, dst.Cgroup = src.UID, src.User, src.Cgroup
-	dst.Host, dst.HostSource = src.Host, src.HostSource
+	dst.Host, dst.HostSource, dst.Iface = src.Host, src.HostSource, src.Iface
 }
 
 func (c *conn) dial() (*net.TCPConn, error) {

@@ -48,3 +48,16 @@ func (ic *ifaceCache) name(a netip.Addr) string {
 	ic.byAddr = m
 	return m[a]
 }
+
+// routeIface finds the interface a connection to dst would leave by, without
+// sending anything: connecting a UDP socket (marked like upstream sockets, so
+// policy routing agrees) makes the kernel pick the route and a source address.
+func (p *Proxy) routeIface(dst netip.AddrPort) string {
+	d := net.Dialer{Control: p.cfg.DialControl}
+	c, err := d.Dial("udp", dst.String())
+	if err != nil {
+		return ""
+	}
+	defer c.Close()
+	return p.ifaces.name(c.LocalAddr().(*net.UDPAddr).AddrPort().Addr())
+}

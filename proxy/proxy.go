@@ -56,6 +56,10 @@ type Hooks struct {
 	// NeedsHost reports whether a decision may depend on the host name, so the
 	// proxy waits (bounded) for the client's first bytes before deciding.
 	NeedsHost func() bool
+	// NeedsIface reports whether a decision or a limit may depend on the
+	// interface, so the proxy finds the egress interface by a route lookup
+	// before deciding (else it learns it from the upstream socket after dialling).
+	NeedsIface func() bool
 	// Decide returns the verdict for f and may set f.Verdict and f.RuleID. It must not block.
 	Decide func(f *flow.Flow) Action
 	// Ask holds f until the user answers or ctx ends (the client gave up, or the
@@ -326,6 +330,24 @@ func (p *Proxy) CloseFlows(match func(f *flow.Flow) bool, reason string) int {
 	p.mu.Unlock()
 	for _, c := range cut {
 		c.abort(reason)
+	}
+	return len(cut)
+}
+
+// CutFlows ends every open flow for which match returns true cleanly (FIN
+// both ways, as when a quota runs out mid-transfer) and returns how many.
+func (p *Proxy) CutFlows(match func(f *flow.Flow) bool, reason string) int {
+	p.mu.Lock()
+	var cut []*conn
+	for _, c := range p.live {
+		s := c.snapshot()
+		if s.State == flow.StateOpen && match(&s) {
+			cut = append(cut, c)
+		}
+	}
+	p.mu.Unlock()
+	for _, c := range cut {
+		c.cut(errors.New(reason))
 	}
 	return len(cut)
 }

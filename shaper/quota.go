@@ -77,7 +77,7 @@ const quotaMeterWindow = 5 * time.Minute
 type quota struct {
 	q        Quota
 	loc      *time.Location
-	external bool    // counted by AddIfaceBytes only, not by paths
+	external bool    // also counts bytes reported by AddIfaceBytes
 	throttle *bucket // nil unless q.ThrottleRate > 0; guarded by Shaper.mu
 	meter    Meter
 
@@ -173,7 +173,7 @@ func (q *quota) available(now time.Time, want int, ev *events) (int, error) {
 	if q.cutsLocked() {
 		return 0, q.errExceededLocked()
 	}
-	if q.exhausted || q.external {
+	if q.exhausted {
 		return want, nil
 	}
 	lim := q.q.Limit + q.granted
@@ -189,9 +189,7 @@ func (q *quota) available(now time.Time, want int, ev *events) (int, error) {
 
 func (q *quota) reserve(n int) {
 	q = q.lockLive()
-	if !q.external {
-		q.inflight += int64(n)
-	}
+	q.inflight += int64(n)
 	q.mu.Unlock()
 }
 
@@ -200,15 +198,13 @@ func (q *quota) reserve(n int) {
 func (q *quota) commit(n, c int, ev *events) error {
 	q = q.lockLive()
 	defer q.mu.Unlock()
-	if !q.external {
-		q.meter.Add(int64(c))
-		q.inflight -= int64(n)
-		if q.inflight < 0 {
-			q.inflight = 0
-		}
-		q.used += int64(c)
-		q.checkLocked(ev)
+	q.meter.Add(int64(c))
+	q.inflight -= int64(n)
+	if q.inflight < 0 {
+		q.inflight = 0
 	}
+	q.used += int64(c)
+	q.checkLocked(ev)
 	if q.cutsLocked() {
 		return q.errExceededLocked()
 	}

@@ -27,11 +27,12 @@ type Options struct {
 	// "*.example.com") of Selector.Host, e.g. with the policy's matcher that
 	// knows CIDRs.
 	MatchHost func(pattern string, f *flow.Flow) bool
-	// ExternalIfaceBytes means the daemon counts interface traffic itself
-	// (capture) and reports it with AddIfaceBytes. Quotas whose selector
-	// names only an interface then count those bytes only, not the proxied
-	// ones (the capture sees those too). Without it, AddIfaceBytes does
-	// nothing and interface quotas count proxied bytes.
+	// ExternalIfaceBytes means the daemon also counts interface traffic the
+	// proxy does not relay (UDP, ICMP, bypassing TCP: the capture's bytes less
+	// the proxied ones) and reports it with AddIfaceBytes. Quotas whose
+	// selector names only an interface then count those bytes as well as the
+	// proxied ones, which paths count chunk by chunk (so a proxied flow is
+	// cut within one chunk). Without it, AddIfaceBytes does nothing.
 	ExternalIfaceBytes bool
 }
 
@@ -319,9 +320,9 @@ func (s *Shaper) Quotas() []QuotaStatus {
 	return out
 }
 
-// AddIfaceBytes counts n bytes seen on iface by the capture towards the
-// interface quotas (selector with only Iface set) of that direction. It does
-// nothing unless Options.ExternalIfaceBytes is set. When such a quota runs
+// AddIfaceBytes counts n bytes that crossed iface outside the proxy towards
+// the interface quotas (selector with only Iface set) of that direction. It
+// does nothing unless Options.ExternalIfaceBytes is set. When such a quota runs
 // out a QuotaExhausted event with Quota.Sel.Iface set tells the daemon to
 // block the interface.
 func (s *Shaper) AddIfaceBytes(iface string, dir Dir, n int64) {

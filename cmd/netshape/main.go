@@ -77,6 +77,8 @@ func newApp() *cli.App {
 			quotasCommand(),
 			quotaCommand(),
 			runCommand(),
+			usageCommand(),
+			ifaceCommand(),
 		},
 	}
 }
