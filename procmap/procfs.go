@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // procFS resolves socket inodes to pids and reads process details from a
@@ -40,7 +41,13 @@ type procFS struct {
 
 	scanMu sync.Mutex   // one miss scan at a time
 	scans  atomic.Int64 // scanPID calls, for tests
+	// misses remembers inodes a full scan did not find (sockets of another
+	// pid namespace), so their connections do not each pay a full scan.
+	misses map[uint64]time.Time
 }
+
+// missTTL is how long an inode no scan found stays unfound.
+const missTTL = 2 * time.Second
 
 type sockRef struct{ pid, fd int }
 
@@ -62,6 +69,7 @@ func newProcFS(root string, maxProcs, maxSockets int) *procFS {
 		inodes:     make(map[uint64]sockRef),
 		pids:       make(map[int]*pidFDs),
 		info:       make(map[int]procInfo),
+		misses:     make(map[uint64]time.Time),
 	}
 }
 
@@ -107,6 +115,9 @@ func (fs *procFS) findPID(inode uint64) (int, error) {
 
 	fs.scanMu.Lock()
 	defer fs.scanMu.Unlock()
+	if t, ok := fs.misses[inode]; ok && time.Since(t) < missTTL {
+		return 0, fmt.Errorf("procmap: socket inode %d: no owner found in the last %v: %w", inode, missTTL, ErrNotFound)
+	}
 	// Another lookup may have scanned while this one waited.
 	fs.mu.Lock()
 	ref, ok = fs.inodes[inode]
@@ -116,7 +127,14 @@ func (fs *procFS) findPID(inode uint64) (int, error) {
 			return ref.pid, nil
 		}
 	}
-	return fs.scan(inode)
+	pid, err := fs.scan(inode)
+	if errors.Is(err, ErrNotFound) {
+		if len(fs.misses) > 4096 {
+			clear(fs.misses)
+		}
+		fs.misses[inode] = time.Now()
+	}
+	return pid, err
 }
 
 // scan runs the three passes described on procFS. Must hold scanMu.
