@@ -142,3 +142,31 @@ func TestRunLimitKillsCommand(t *testing.T) {
 	}
 	t.Logf("curl got %s bytes; netshape said %s", out, strings.TrimSpace(string(ee.Stderr)))
 }
+
+// A rate change reaches a running flow: removing the cap mid-transfer lets it
+// finish at full speed.
+func TestLiveRateChange(t *testing.T) {
+	e := newEnv(t)
+	e.start()
+	dst := netip.AddrPortFrom(nstest.SrvV4, 8095)
+	dataServer(t, listen(t, e.Srv, dst))
+	id := strings.TrimSpace(e.mustNetshape("rule", "add", "--host", nstest.SrvV4.String(), "--action", "allow", "--rate-in", "200KB/s"))
+	c, err := dial(e.Cli, dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	const size = 20_000_000 // 100 s at the cap
+	request(c, 'D', size)
+	if _, err := io.CopyN(io.Discard, c, 100_000); err != nil {
+		t.Fatal(err)
+	}
+	e.mustNetshape("rule", "rm", id)
+	start := time.Now()
+	n, err := io.Copy(io.Discard, c)
+	if err != nil || n != size-100_000 {
+		t.Fatalf("after removing the cap: %d bytes, %v", n, err)
+	}
+	t.Logf("the remaining %d bytes took %v after the cap was lifted", n, time.Since(start))
+}
