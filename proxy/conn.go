@@ -120,6 +120,11 @@ func (c *conn) run() {
 	sniffed := c.sniff(&f, 0)
 	if !sniffed && h.NeedsHost != nil && h.NeedsHost() {
 		sniffed = c.sniff(&f, p.cfg.PeekWait)
+		if !sniffed && f.Host == "" && h.Name != nil {
+			// A client that sends nothing (server speaks first) was waited
+			// for: the DNS answer it resolved may have been learnt meanwhile.
+			f.Host, f.HostSource = h.Name(f.Dst.Addr())
+		}
 	}
 	c.update(func(cf *flow.Flow) { copyIdentity(cf, &f) })
 
