@@ -175,7 +175,18 @@ func (c *conn) run() {
 	c.update(func(cf *flow.Flow) {
 		cf.Host, cf.HostSource, cf.Iface, cf.State = f.Host, f.HostSource, iface, flow.StateOpen
 	})
-	c.relay(up, lim)
+	c.relay(up, lim, !sniffed)
+}
+
+// lateSniff waits (bounded by PeekWait) for the first bytes of a client that
+// had sent nothing by the time its flow was decided and dialled, so the
+// record still gets its TLS SNI or HTTP Host. Only the upload direction
+// waits here, and it has nothing to copy until those bytes arrive.
+func (c *conn) lateSniff() {
+	f := c.snapshot()
+	if c.sniff(&f, c.p.cfg.PeekWait) {
+		c.update(func(cf *flow.Flow) { cf.Host, cf.HostSource = f.Host, f.HostSource })
+	}
 }
 
 // copyIdentity copies what run learnt about the flow before it was decided.
@@ -272,13 +283,16 @@ func (c *conn) hold(f *flow.Flow) Action {
 }
 
 // relay copies both directions until both end, then closes both sides.
-func (c *conn) relay(up *net.TCPConn, lim Limiter) {
+func (c *conn) relay(up *net.TCPConn, lim Limiter, sniffFirst bool) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		defer c.p.recoverFlow(c)
 		c.copy(c.client, up, In, &c.in, lim)
 	}()
+	if sniffFirst {
+		c.lateSniff()
+	}
 	c.copy(up, c.client, Out, &c.out, lim)
 	<-done
 	c.client.Close()
