@@ -190,23 +190,58 @@ func (e *env) curlBanner(name string, port uint16) int {
 	return cmd.Process.Pid
 }
 
-// waitCapture waits until the daemon captures on the client's veth: its
-// packet socket is bound to that interface (/proc/net/packet of the
-// namespace). `netshape start` answers before capture is up, and a DNS answer
-// that passes before then is never learnt.
-func (e *env) waitCapture() {
+// waitNameLearning waits until the daemon learns names from DNS answers:
+// `netshape start` answers before its capture ring is up, and an answer that
+// passes before then is never learnt. It resolves probe.example.test (served
+// by z, on an address of its own) from the client namespace and connects to
+// it until a flow carries the name.
+func (e *env) waitNameLearning(z *zone) {
 	e.t.Helper()
-	idx := strings.TrimSpace(nstest.Must(e.t, "ip", "netns", "exec", e.Cli, "cat", "/sys/class/net/"+e.CliIf+"/ifindex"))
+	probe := netip.MustParseAddr("198.18.0.250")
+	nstest.Must(e.t, "ip", "-n", e.Srv, "addr", "add", probe.String()+"/32", "dev", e.SrvIf)
+	z.addAddr("probe.example.test", probe)
+	dst := netip.AddrPortFrom(probe, 9)
+	bannerServer(listen(e.t, e.Srv, dst))
+	var uc net.Conn
+	if err := nstest.Do(e.Cli, func() error {
+		var err error
+		uc, err = net.Dial("udp", netip.AddrPortFrom(nstest.SrvV4, 53).String())
+		return err
+	}); err != nil {
+		e.t.Fatal(err)
+	}
+	defer uc.Close()
+	co := &dns.Conn{Conn: uc}
 	deadline := time.Now().Add(10 * time.Second)
-	for {
-		out := nstest.Must(e.t, "ip", "netns", "exec", e.Cli, "cat", "/proc/net/packet")
-		for _, line := range strings.Split(out, "\n")[1:] {
-			if f := strings.Fields(line); len(f) >= 5 && f[4] == idx {
-				return
+	for tries := 1; ; tries++ {
+		q := new(dns.Msg)
+		q.SetQuestion("probe.example.test.", dns.TypeA)
+		uc.SetDeadline(time.Now().Add(2 * time.Second))
+		if err := co.WriteMsg(q); err != nil {
+			e.t.Fatal(err)
+		}
+		if _, err := co.ReadMsg(); err != nil {
+			e.t.Fatalf("probe query: %v", err)
+		}
+		c, err := dial(e.Cli, dst)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		io.ReadAll(c)
+		c.Close()
+		var last flow.Flow
+		for _, f := range e.waitFlows(0) {
+			if f.Dst == dst && f.ID > last.ID {
+				last = f
 			}
 		}
+		if last.Host == "probe.example.test" {
+			e.t.Logf("names from DNS learnt after %d probe(s)", tries)
+			return
+		}
 		if time.Now().After(deadline) {
-			e.t.Fatalf("daemon never captured on %s (ifindex %s):\n%s", e.CliIf, idx, out)
+			e.t.Fatalf("the daemon learnt no name from DNS in 10 s (%d probes)\n%s", tries, e.log)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -228,7 +263,7 @@ func TestHostFromDNSWithCNAMEChain(t *testing.T) {
 	dnsServer(t, e.Srv, netip.AddrPortFrom(nstest.SrvV4, 53), z)
 	useNameserver(t, e.Cli, nstest.SrvV4)
 	e.start()
-	e.waitCapture()
+	e.waitNameLearning(z)
 	rule := strings.TrimSpace(e.mustNetshape("rule", "add", "--host", "files.example.test", "--action", "allow", "--note", "e2e"))
 
 	const port = 2525
@@ -288,7 +323,7 @@ func TestDNSNameRace(t *testing.T) {
 	}
 	bannerServer(listen(t, e.Srv, netip.AddrPortFrom(netip.IPv4Unspecified(), port)))
 	e.start()
-	e.waitCapture()
+	e.waitNameLearning(z)
 	hits := 0
 	var durs []time.Duration
 	for i := range rounds {
@@ -328,7 +363,7 @@ func TestDNSNameRace(t *testing.T) {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("round %d: %s never learnt for %v (last flow %q/%q)", i, name, dst, last.Host, last.HostSource)
+				t.Fatalf("round %d: %s never learnt for %v (last flow %q/%q); DNS questions %v", i, name, dst, last.Host, last.HostSource, z.questions())
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
