@@ -48,6 +48,7 @@ type pendingItem struct {
 	done    chan struct{}
 	verdict proxy.Action
 	rate    float64
+	why     string // what resolved it: "timeout", "answered allow", ...
 	timer   *time.Timer
 }
 
@@ -117,7 +118,7 @@ func (p *prompter) ask(ctx context.Context, f *flow.Flow) (proxy.Action, float64
 
 	select {
 	case <-it.done:
-		return it.verdict, it.rate, it.Pending.HostSource
+		return it.verdict, it.rate, it.why
 	case <-ctx.Done():
 		p.mu.Lock()
 		it.waiters--
@@ -153,7 +154,7 @@ func (p *prompter) resolve(id int64, v proxy.Action, rate float64, why string) (
 	}
 	p.remove(it)
 	n := it.waiters
-	it.verdict, it.rate = v, rate
+	it.verdict, it.rate, it.why = v, rate, why
 	p.mu.Unlock()
 	it.timer.Stop()
 	close(it.done)

@@ -120,6 +120,11 @@ func (c *conn) run() {
 	sniffed := c.sniff(&f, 0)
 	if !sniffed && h.NeedsHost != nil && h.NeedsHost() {
 		sniffed = c.sniff(&f, p.cfg.PeekWait)
+		if !sniffed && f.Host == "" && h.Name != nil {
+			// A client that sends nothing (server speaks first) was waited
+			// for: the DNS answer it resolved may have been learnt meanwhile.
+			f.Host, f.HostSource = h.Name(f.Dst.Addr())
+		}
 	}
 	if h.NeedsIface != nil && h.NeedsIface() {
 		f.Iface = p.routeIface(f.Dst)
@@ -173,7 +178,18 @@ func (c *conn) run() {
 	c.update(func(cf *flow.Flow) {
 		cf.Host, cf.HostSource, cf.Iface, cf.State = f.Host, f.HostSource, iface, flow.StateOpen
 	})
-	c.relay(up, lim)
+	c.relay(up, lim, !sniffed)
+}
+
+// lateSniff waits (bounded by PeekWait) for the first bytes of a client that
+// had sent nothing by the time its flow was decided and dialled, so the
+// record still gets its TLS SNI or HTTP Host. Only the upload direction
+// waits here, and it has nothing to copy until those bytes arrive.
+func (c *conn) lateSniff() {
+	f := c.snapshot()
+	if c.sniff(&f, c.p.cfg.PeekWait) {
+		c.update(func(cf *flow.Flow) { cf.Host, cf.HostSource = f.Host, f.HostSource })
+	}
 }
 
 // copyIdentity copies what run learnt about the flow before it was decided.
@@ -270,13 +286,16 @@ func (c *conn) hold(f *flow.Flow) Action {
 }
 
 // relay copies both directions until both end, then closes both sides.
-func (c *conn) relay(up *net.TCPConn, lim Limiter) {
+func (c *conn) relay(up *net.TCPConn, lim Limiter, sniffFirst bool) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		defer c.p.recoverFlow(c)
 		c.copy(c.client, up, In, &c.in, lim)
 	}()
+	if sniffFirst {
+		c.lateSniff()
+	}
 	c.copy(up, c.client, Out, &c.out, lim)
 	<-done
 	c.client.Close()
