@@ -53,6 +53,7 @@ type options struct {
 	id         string
 	contenders string
 	keep       bool
+	perf       bool
 }
 
 type contender struct {
@@ -80,6 +81,7 @@ type runner struct {
 	tmp   string
 	srvNS string
 	cs    []*contender
+	perfd map[string]bool // profiles taken
 	procs []*exec.Cmd
 	nss   []string
 	mu    sync.Mutex
@@ -100,6 +102,7 @@ func run(args []string) error {
 	fs.StringVar(&o.netshape, "netshape", "bin/netshape", "netshape `binary`")
 	fs.StringVar(&o.id, "id", "", "namespace id (hex; default random); namespaces are named tb<id><letter>")
 	fs.StringVar(&o.contenders, "contenders", strings.Join(allContenders, ","), "comma-separated contenders (direct is always run)")
+	fs.BoolVar(&o.perf, "perf", false, "profile netshape with perf(1) during its first 8-stream and connection-rate tests (reports in -out)")
 	fs.BoolVar(&o.keep, "keep", false, "leave namespaces and processes up after the run (debugging)")
 	fs.Parse(args)
 	def := func(v *int, full, quick int) {
@@ -364,7 +367,10 @@ func (r *runner) main() error {
 		}
 		for _, c := range order {
 			var rr RateResult
-			if err := r.client(c, &rr, "rate", "-addr", c.target, "-c", strconv.Itoa(o.rateC), "-t", o.rateDur.String()); err != nil {
+			stopPerf := r.perf(c, "rate")
+			err := r.client(c, &rr, "rate", "-addr", c.target, "-c", strconv.Itoa(o.rateC), "-t", o.rateDur.String())
+			stopPerf()
+			if err != nil {
 				r.logf("WARNING: rate %s: %v", c.name, err)
 				rr.PerSec = math.NaN()
 			} else if rr.Errors > 0 {
@@ -568,8 +574,11 @@ func (r *runner) tput(c *contender, streams int) (gbps, cpuPerGB float64) {
 	if c.pid() > 0 {
 		before = cpuSeconds(c.pid())
 	}
+	stopPerf := r.perf(c, fmt.Sprintf("tput%d", streams))
 	var t TputResult
-	if err := r.client(c, &t, "tput", "-addr", c.target, "-p", strconv.Itoa(streams), "-t", r.o.dur.String()); err != nil {
+	err := r.client(c, &t, "tput", "-addr", c.target, "-p", strconv.Itoa(streams), "-t", r.o.dur.String())
+	stopPerf()
+	if err != nil {
 		r.logf("WARNING: throughput %s x%d: %v", c.name, streams, err)
 		return math.NaN(), math.NaN()
 	}
@@ -579,6 +588,42 @@ func (r *runner) tput(c *contender, streams int) (gbps, cpuPerGB float64) {
 		cpuPerGB = (cpuSeconds(c.pid()) - before) / (float64(t.Bytes) / 1e9)
 	}
 	return t.Gbps, cpuPerGB
+}
+
+// perf starts perf(1) on netshape the first time test runs when -perf is set;
+// the returned function stops it and writes the report to the output dir.
+func (r *runner) perf(c *contender, test string) (stop func()) {
+	if !r.o.perf || c.name != cNetshape || r.perfd[test] {
+		return func() {}
+	}
+	if r.perfd == nil {
+		r.perfd = map[string]bool{}
+	}
+	r.perfd[test] = true
+	os.MkdirAll(r.o.out, 0o755)
+	data := filepath.Join(r.tmp, "perf-"+test+".data")
+	cmd := exec.Command("perf", "record", "-F", "999", "-g", "-p", strconv.Itoa(c.pid()), "-o", data)
+	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	if err := cmd.Start(); err != nil {
+		r.logf("WARNING: perf: %v", err)
+		return func() {}
+	}
+	time.Sleep(300 * time.Millisecond) // perf attaches
+	return func() {
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+		out := filepath.Join(r.o.out, "perf-netshape-"+test+".txt")
+		rep, err := exec.Command("perf", "report", "-i", data, "--stdio", "--no-children", "--sort", "dso,sym",
+			"--percent-limit", "0.5", "-g", "none").Output()
+		if err != nil {
+			r.logf("WARNING: perf report: %v", err)
+			return
+		}
+		// Where the time goes by binary first (netshape vs kernel), then by symbol.
+		byDSO, _ := exec.Command("perf", "report", "-i", data, "--stdio", "--no-children", "--sort", "dso", "-g", "none").Output()
+		os.WriteFile(out, append(byDSO, rep...), 0o644)
+		r.logf("perf profile of netshape during %s: %s", test, out)
+	}
 }
 
 // idleResult is the memory cost of idle relayed connections.
