@@ -1,0 +1,25 @@
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: nsbench run|serve|tput|lat|rate|idle|probe [flags] (see bench/run.sh)")
+		os.Exit(2)
+	}
+	cmds := map[string]func([]string) error{
+		"run": run, "serve": serve, "tput": tput, "lat": lat, "rate": rate, "idle": idle, "probe": probe,
+	}
+	f, ok := cmds[os.Args[1]]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "nsbench: unknown command %q\n", os.Args[1])
+		os.Exit(2)
+	}
+	if err := f(os.Args[2:]); err != nil {
+		fmt.Fprintln(os.Stderr, "nsbench:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,178 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"strings"
+)
+
+// Contender names.
+const (
+	cDirect   = "direct"
+	cNetshape = "netshape"
+	cHAProxyT = "haproxy-t" // transparent, under an nft redirect: the fair peer
+	cHAProxy  = "haproxy"   // plain relay to a fixed server
+	cSocat    = "socat"     // plain relay, one process per connection
+)
+
+var allContenders = []string{cDirect, cNetshape, cHAProxyT, cHAProxy, cSocat}
+
+// Results is the JSON a run writes: raw samples per contender and metric (one
+// per repetition, NaN-free: failed samples are dropped by spread), summaries,
+// and the issue's targets.
+type Results struct {
+	Machine        map[string]string                `json:"machine"`
+	Options        map[string]any                   `json:"options"`
+	Contenders     []string                         `json:"contenders"`
+	Raw            map[string]map[string][]float64  `json:"-"`
+	Samples        map[string]map[string][]*float64 `json:"samples"`
+	Summary        map[string]map[string]Spread     `json:"summary"`
+	VsDirect       map[string]map[string]Spread     `json:"vs_direct"`
+	Targets        []Target                         `json:"targets"`
+	NetshapeStatus any                              `json:"netshape_status,omitempty"`
+}
+
+// Target is one goal from the issue, checked against this run.
+type Target struct {
+	Name string  `json:"name"`
+	Want string  `json:"want"`
+	Got  float64 `json:"got"`
+	Met  bool    `json:"met"`
+	Note string  `json:"note,omitempty"`
+}
+
+func newResults(contenders []string) *Results {
+	r := &Results{Raw: map[string]map[string][]float64{}, Contenders: contenders}
+	for _, c := range contenders {
+		r.Raw[c] = map[string][]float64{}
+	}
+	return r
+}
+
+func (r *Results) add(contender, metric string, v float64) {
+	if r.Raw[contender] == nil {
+		r.Raw[contender] = map[string][]float64{}
+	}
+	r.Raw[contender][metric] = append(r.Raw[contender][metric], v)
+}
+
+// Derived, per repetition against direct in the same repetition:
+//
+//	tputN_x, rate_x: ratio to direct (1.0 = as fast as no proxy)
+//	lat_p50_added_us, lat_p99_added_us: latency minus direct's
+func (r *Results) summarise() {
+	r.Summary = map[string]map[string]Spread{}
+	r.VsDirect = map[string]map[string]Spread{}
+	r.Samples = map[string]map[string][]*float64{}
+	d := r.Raw[cDirect]
+	for _, c := range r.Contenders {
+		r.Summary[c] = map[string]Spread{}
+		r.Samples[c] = map[string][]*float64{}
+		for m, vs := range r.Raw[c] {
+			r.Summary[c][m] = spread(vs)
+			for _, v := range vs {
+				if math.IsNaN(v) || math.IsInf(v, 0) {
+					r.Samples[c][m] = append(r.Samples[c][m], nil) // JSON has no NaN
+				} else {
+					r.Samples[c][m] = append(r.Samples[c][m], &v)
+				}
+			}
+		}
+		if c == cDirect {
+			continue
+		}
+		v := map[string]Spread{}
+		for _, m := range []string{"tput1_gbps", "tput8_gbps", "rate_cps"} {
+			v[strings.TrimSuffix(strings.TrimSuffix(m, "_gbps"), "_cps")+"_x"] = spread(ratios(r.Raw[c][m], d[m]))
+		}
+		v["lat_p50_added_us"] = spread(diffs(r.Raw[c]["lat_p50_us"], d["lat_p50_us"]))
+		v["lat_p99_added_us"] = spread(diffs(r.Raw[c]["lat_p99_us"], d["lat_p99_us"]))
+		r.VsDirect[c] = v
+	}
+	r.targets()
+}
+
+func (r *Results) targets() {
+	n, h := r.VsDirect[cNetshape], r.VsDirect[cHAProxyT]
+	if n == nil {
+		return
+	}
+	add := func(name, want string, got float64, met bool, note string) {
+		if math.IsNaN(got) || math.IsInf(got, 0) {
+			got, met, note = 0, false, "not measured"
+		}
+		r.Targets = append(r.Targets, Target{name, want, got, met, note})
+	}
+	add("single-stream throughput vs direct", ">= 0.90", n["tput1_x"].Median, n["tput1_x"].Median >= 0.90, "")
+	add("8-stream throughput vs direct", ">= 0.85", n["tput8_x"].Median, n["tput8_x"].Median >= 0.85, "")
+	if h != nil {
+		hp50, hp99 := h["lat_p50_added_us"].Median, h["lat_p99_added_us"].Median
+		np50, np99 := n["lat_p50_added_us"].Median, n["lat_p99_added_us"].Median
+		add("added p50 latency / HAProxy-t's", "<= 0.75", np50/hp50, np50 <= 0.75*hp50,
+			fmt.Sprintf("netshape +%.1f µs, HAProxy +%.1f µs", np50, hp50))
+		add("added p99 latency / HAProxy-t's", "<= 1.00", np99/hp99, np99 <= hp99,
+			fmt.Sprintf("netshape +%.1f µs, HAProxy +%.1f µs", np99, hp99))
+		rr := spread(ratios(r.Raw[cNetshape]["rate_cps"], r.Raw[cHAProxyT]["rate_cps"]))
+		add("connection rate / HAProxy-t's", ">= 1.00", rr.Median, rr.Median >= 1, "paired by repetition")
+		for _, p := range []string{"1", "8"} {
+			m := "cpu" + p + "_s_per_gb"
+			nc, hc := r.Summary[cNetshape][m].Median, r.Summary[cHAProxyT][m].Median
+			add(p+"-stream CPU per GB / HAProxy-t's", "<= 1.00", nc/hc, nc <= hc,
+				fmt.Sprintf("netshape %.2f s/GB, HAProxy %.2f s/GB", nc, hc))
+		}
+	}
+	rss := r.Summary[cNetshape]["rss_kib_per_conn"].Median
+	add("RSS per idle relayed connection (KiB)", "<= 12", rss, rss <= 12, "")
+}
+
+func f2(s Spread, format string) string {
+	if s.N == 0 {
+		return "n/a"
+	}
+	if s.N == 1 || s.Min == s.Max {
+		return fmt.Sprintf(format, s.Median)
+	}
+	return fmt.Sprintf(format+" ["+format+"–"+format+"]", s.Median, s.Min, s.Max)
+}
+
+func (r *Results) print(w io.Writer) {
+	fmt.Fprintf(w, "\nnetshape bench: %s, %s CPUs (%s), kernel %s, %s; %v repetitions\n",
+		r.Machine["cpu"], r.Machine["nproc"], "median [min–max] over repetitions", r.Machine["kernel"], r.Machine["go"], r.Options["reps"])
+	fmt.Fprintf(w, "\nRatios to direct (paired per repetition):\n")
+	fmt.Fprintf(w, "%-10s %-22s %-22s %-22s %-22s %-22s\n", "contender", "1-stream ×direct", "8-stream ×direct", "conn/s ×direct", "+p50 µs", "+p99 µs")
+	for _, c := range r.Contenders {
+		if c == cDirect {
+			continue
+		}
+		v := r.VsDirect[c]
+		fmt.Fprintf(w, "%-10s %-22s %-22s %-22s %-22s %-22s\n", c, f2(v["tput1_x"], "%.2f"), f2(v["tput8_x"], "%.2f"),
+			f2(v["rate_x"], "%.2f"), f2(v["lat_p50_added_us"], "%.0f"), f2(v["lat_p99_added_us"], "%.0f"))
+	}
+	fmt.Fprintf(w, "\nAbsolute medians:\n")
+	fmt.Fprintf(w, "%-10s %9s %9s %9s %9s %9s %10s %10s %9s %8s %8s %8s\n", "contender", "1s Gb/s", "8s Gb/s", "conn/s",
+		"p50 µs", "p99 µs", "CPU1 s/GB", "CPU8 s/GB", "KiB/conn", "fds/conn", "idle n", "RSS MiB")
+	for _, c := range r.Contenders {
+		s := r.Summary[c]
+		cell := func(m, f string) string {
+			if sp, ok := s[m]; ok && sp.N > 0 {
+				return fmt.Sprintf(f, sp.Median)
+			}
+			return "n/a"
+		}
+		fmt.Fprintf(w, "%-10s %9s %9s %9s %9s %9s %10s %10s %9s %8s %8s %8s\n", c, cell("tput1_gbps", "%.2f"), cell("tput8_gbps", "%.2f"),
+			cell("rate_cps", "%.0f"), cell("lat_p50_us", "%.0f"), cell("lat_p99_us", "%.0f"), cell("cpu1_s_per_gb", "%.2f"),
+			cell("cpu8_s_per_gb", "%.2f"), cell("rss_kib_per_conn", "%.1f"), cell("fds_per_conn", "%.1f"),
+			cell("idle_conns", "%.0f"), cell("rss_mib_total", "%.0f"))
+	}
+	if len(r.Targets) > 0 {
+		fmt.Fprintf(w, "\nTargets (netshape):\n")
+		for _, t := range r.Targets {
+			mark := "MET    "
+			if !t.Met {
+				mark = "NOT MET"
+			}
+			fmt.Fprintf(w, "  %s %-40s want %-8s got %.2f  %s\n", mark, t.Name, t.Want, t.Got, t.Note)
+		}
+	}
+}

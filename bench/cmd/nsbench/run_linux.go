@@ -1,0 +1,805 @@
+//go:build linux
+
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/netshape/netshape/control"
+)
+
+// Ports inside the namespaces.
+const (
+	srvPort      = 7000
+	netshapePort = 9040
+	relayPort    = 9041
+)
+
+// USER_HZ: the unit of /proc/PID/stat times; 100 on every Linux ABI Go supports.
+const clockTicks = 100
+
+type options struct {
+	quick      bool
+	reps       int
+	dur        time.Duration
+	latN       int
+	rateDur    time.Duration
+	rateC      int
+	idleN      int
+	out        string
+	netshape   string
+	id         string
+	contenders string
+	keep       bool
+	perf       bool
+}
+
+type contender struct {
+	name   string
+	letter string
+	ns     string
+	cliIP  string
+	srvIP  string
+	target string // what the clients dial
+	cmd    *exec.Cmd
+	exited chan struct{}
+	socket string // netshape's control socket
+}
+
+func (c *contender) pid() int {
+	if c.cmd == nil || c.cmd.Process == nil {
+		return 0
+	}
+	return c.cmd.Process.Pid
+}
+
+type runner struct {
+	o     options
+	self  string
+	tmp   string
+	srvNS string
+	cs    []*contender
+	perfd map[string]bool // profiles taken
+	procs []*exec.Cmd
+	nss   []string
+	mu    sync.Mutex
+	once  sync.Once
+}
+
+func run(args []string) error {
+	var o options
+	fs := flag.NewFlagSet("run", flag.ExitOnError)
+	fs.BoolVar(&o.quick, "quick", false, "short run (under 2 minutes): fewer repetitions, shorter tests")
+	fs.IntVar(&o.reps, "reps", 0, "repetitions (default 5, quick 3)")
+	fs.DurationVar(&o.dur, "t", 0, "duration of each throughput test (default 4s, quick 1.5s)")
+	fs.IntVar(&o.latN, "lat-n", 0, "latency samples per test (default 3000, quick 1000)")
+	fs.DurationVar(&o.rateDur, "rate-t", 0, "duration of each connection-rate test (default 2s, quick 1s)")
+	fs.IntVar(&o.rateC, "rate-c", 16, "concurrent workers in the connection-rate test")
+	fs.IntVar(&o.idleN, "idle-n", 10000, "idle connections held for the RSS test")
+	fs.StringVar(&o.out, "out", "bench/out", "`DIR` for the JSON result")
+	fs.StringVar(&o.netshape, "netshape", "bin/netshape", "netshape `binary`")
+	fs.StringVar(&o.id, "id", "", "namespace id (hex; default random); namespaces are named tb<id><letter>")
+	fs.StringVar(&o.contenders, "contenders", strings.Join(allContenders, ","), "comma-separated contenders (direct is always run)")
+	fs.BoolVar(&o.perf, "perf", false, "profile netshape with perf(1) during its first 8-stream and connection-rate tests (reports in -out)")
+	fs.BoolVar(&o.keep, "keep", false, "leave namespaces and processes up after the run (debugging)")
+	fs.Parse(args)
+	def := func(v *int, full, quick int) {
+		if *v == 0 {
+			*v = map[bool]int{false: full, true: quick}[o.quick]
+		}
+	}
+	defd := func(v *time.Duration, full, quick time.Duration) {
+		if *v == 0 {
+			*v = map[bool]time.Duration{false: full, true: quick}[o.quick]
+		}
+	}
+	def(&o.reps, 5, 3)
+	def(&o.latN, 3000, 1000)
+	defd(&o.dur, 4*time.Second, 1500*time.Millisecond)
+	defd(&o.rateDur, 2*time.Second, time.Second)
+	if o.id == "" {
+		b := make([]byte, 3)
+		rand.Read(b)
+		o.id = hex.EncodeToString(b)
+	}
+	if !regexp.MustCompile(`^[0-9a-f]{1,8}$`).MatchString(o.id) {
+		return fmt.Errorf("bad -id %q: want 1-8 lower-case hex digits", o.id)
+	}
+	if os.Geteuid() != 0 {
+		return errors.New("the benchmark builds network namespaces and needs root: sudo make bench")
+	}
+	for _, tool := range []string{"ip", "haproxy", "socat", "nft"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return fmt.Errorf("%s not found: run bench/run.sh, which installs the peers (apt-get install haproxy socat nftables)", tool)
+		}
+	}
+	nsBin, err := filepath.Abs(o.netshape)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(nsBin); err != nil {
+		return fmt.Errorf("netshape binary: %w (build it with `make build` or pass -netshape)", err)
+	}
+	o.netshape = nsBin
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	// 10,000 relayed connections cost a relay up to 6 descriptors each (two
+	// sockets, and Go's splice keeps a pipe per blocked direction); children inherit this.
+	// Without CAP_SYS_RESOURCE (containers) the hard limit stays; the idle test
+	// then holds as many connections as fit and says so.
+	lim := unix.Rlimit{Cur: 262144, Max: 262144}
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		unix.Getrlimit(unix.RLIMIT_NOFILE, &lim)
+		lim.Cur = lim.Max
+		unix.Setrlimit(unix.RLIMIT_NOFILE, &lim)
+		fmt.Fprintf(os.Stderr, "note: cannot raise the open-file limit above %d (%v); relays get %d\n", lim.Max, err, lim.Max)
+	}
+	tmp, err := os.MkdirTemp("", "nsbench-")
+	if err != nil {
+		return err
+	}
+	os.Chmod(tmp, 0o755)
+	r := &runner{o: o, self: self, tmp: tmp, srvNS: "tb" + o.id + "s"}
+
+	go func() {
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+		<-sig
+		fmt.Fprintln(os.Stderr, "\ninterrupted: cleaning up")
+		r.cleanup()
+		os.Exit(130)
+	}()
+	if !o.keep {
+		defer r.cleanup()
+	}
+	return r.main()
+}
+
+func (r *runner) logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "[%s] %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+}
+
+func cmdIn(ns, name string, args ...string) *exec.Cmd {
+	c := exec.Command("ip", append([]string{"netns", "exec", ns, name}, args...)...)
+	c.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	return c
+}
+
+func must(name string, args ...string) error {
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+func (r *runner) addNS(name string) error {
+	r.mu.Lock()
+	r.nss = append(r.nss, name)
+	r.mu.Unlock()
+	if err := must("ip", "netns", "add", name); err != nil {
+		return err
+	}
+	if err := must("ip", "-n", name, "link", "set", "lo", "up"); err != nil {
+		return err
+	}
+	// Many short connections: let the clients reuse TIME_WAIT ports and use a wide port range.
+	return must("ip", "netns", "exec", name, "sh", "-c",
+		"echo 1 > /proc/sys/net/ipv4/tcp_tw_reuse && echo '1024 65000' > /proc/sys/net/ipv4/ip_local_port_range")
+}
+
+// start runs a long-lived process in ns, logging to the temp dir.
+func (r *runner) start(ns, logName string, name string, args ...string) (*exec.Cmd, chan struct{}, error) {
+	f, err := os.Create(filepath.Join(r.tmp, logName+".log"))
+	if err != nil {
+		return nil, nil, err
+	}
+	c := cmdIn(ns, name, args...)
+	c.Stdout, c.Stderr = f, f
+	if err := c.Start(); err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("start %s in %s: %w", name, ns, err)
+	}
+	r.mu.Lock()
+	r.procs = append(r.procs, c)
+	r.mu.Unlock()
+	exited := make(chan struct{})
+	go func() { c.Wait(); f.Close(); close(exited) }()
+	return c, exited, nil
+}
+
+func (r *runner) cleanup() {
+	r.once.Do(func() {
+		r.mu.Lock()
+		procs, nss := r.procs, r.nss
+		r.mu.Unlock()
+		for _, c := range procs {
+			if c.Process != nil {
+				c.Process.Signal(syscall.SIGTERM)
+			}
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for _, c := range procs {
+			for c.ProcessState == nil && time.Now().Before(deadline) {
+				if c.Process == nil || syscall.Kill(c.Process.Pid, 0) != nil {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if c.Process != nil {
+				c.Process.Kill()
+			}
+		}
+		for _, ns := range nss {
+			exec.Command("ip", "netns", "del", ns).Run()
+		}
+		os.RemoveAll(r.tmp)
+	})
+}
+
+func (r *runner) main() error {
+	o := r.o
+	want := map[string]bool{cDirect: true}
+	for _, n := range strings.Split(o.contenders, ",") {
+		n = strings.TrimSpace(n)
+		if n == "" {
+			continue
+		}
+		if !contains(allContenders, n) {
+			return fmt.Errorf("unknown contender %q: choose from %s", n, strings.Join(allContenders, ", "))
+		}
+		want[n] = true
+	}
+	r.logf("namespaces tb%s*: server %s; work dir %s", o.id, r.srvNS, r.tmp)
+	if err := r.addNS(r.srvNS); err != nil {
+		return err
+	}
+	letters := map[string]string{cDirect: "d", cNetshape: "n", cHAProxyT: "h", cHAProxy: "p", cSocat: "x"}
+	i := 0
+	for _, name := range allContenders {
+		if !want[name] {
+			continue
+		}
+		c := &contender{name: name, letter: letters[name], ns: "tb" + o.id + letters[name],
+			cliIP: fmt.Sprintf("198.18.0.%d", 4*i+1), srvIP: fmt.Sprintf("198.18.0.%d", 4*i+2)}
+		i++
+		if err := r.addNS(c.ns); err != nil {
+			return err
+		}
+		vc, vs := "tb"+o.id+c.letter+"0", "tb"+o.id+c.letter+"1"
+		for _, a := range [][]string{
+			{"link", "add", vc, "netns", c.ns, "type", "veth", "peer", "name", vs, "netns", r.srvNS},
+			{"-n", c.ns, "addr", "add", c.cliIP + "/30", "dev", vc},
+			{"-n", r.srvNS, "addr", "add", c.srvIP + "/30", "dev", vs},
+			{"-n", c.ns, "link", "set", vc, "up"},
+			{"-n", r.srvNS, "link", "set", vs, "up"},
+		} {
+			if err := must("ip", a...); err != nil {
+				return err
+			}
+		}
+		r.cs = append(r.cs, c)
+	}
+	if _, _, err := r.start(r.srvNS, "server", r.self, "serve", "-listen", fmt.Sprintf("0.0.0.0:%d", srvPort)); err != nil {
+		return err
+	}
+	var live []*contender
+	for _, c := range r.cs {
+		if err := r.startContender(c); err != nil {
+			if c.name == cDirect {
+				return err
+			}
+			r.logf("WARNING: %s left out: %v", c.name, err)
+			continue
+		}
+		live = append(live, c)
+	}
+	r.cs = live
+
+	res := newResults(strings.Fields(names(r.cs)))
+	res.Machine = machine()
+	res.Options = map[string]any{"quick": o.quick, "reps": o.reps, "tput_seconds": o.dur.Seconds(),
+		"lat_samples": o.latN, "rate_seconds": o.rateDur.Seconds(), "rate_workers": o.rateC, "idle_conns": o.idleN}
+
+	// Memory first, on fresh relays: reused heap from earlier tests would hide growth.
+	for _, c := range r.cs {
+		if c.name == cDirect || c.name == cSocat {
+			continue // no relay / one process per connection
+		}
+		ir, err := r.idle(c)
+		if err != nil {
+			r.logf("WARNING: idle test %s: %v", c.name, err)
+			ir = idleResult{math.NaN(), math.NaN(), math.NaN(), 0}
+		} else {
+			r.logf("idle %s: %.1f KiB and %.1f descriptors per connection (RSS %.0f MiB with %d connections)",
+				c.name, ir.perConnKiB, ir.fdsPerConn, ir.totalKiB/1024, ir.conns)
+		}
+		res.add(c.name, "rss_kib_per_conn", ir.perConnKiB)
+		res.add(c.name, "rss_mib_total", ir.totalKiB/1024)
+		res.add(c.name, "fds_per_conn", ir.fdsPerConn)
+		res.add(c.name, "idle_conns", float64(ir.conns))
+	}
+
+	for rep := 0; rep < o.reps; rep++ {
+		order := rotate(r.cs, rep)
+		r.logf("repetition %d/%d: order %s", rep+1, o.reps, names(order))
+		for _, p := range []int{1, 8} {
+			for _, c := range order {
+				gbps, cpu := r.tput(c, p)
+				res.add(c.name, fmt.Sprintf("tput%d_gbps", p), gbps)
+				if c.name != cDirect {
+					res.add(c.name, fmt.Sprintf("cpu%d_s_per_gb", p), cpu)
+				}
+			}
+		}
+		for _, c := range order {
+			var l LatResult
+			if err := r.client(c, &l, "lat", "-addr", c.target, "-n", strconv.Itoa(o.latN)); err != nil {
+				r.logf("WARNING: latency %s: %v", c.name, err)
+				l = LatResult{P50us: math.NaN(), P99us: math.NaN()}
+			}
+			res.add(c.name, "lat_p50_us", l.P50us)
+			res.add(c.name, "lat_p99_us", l.P99us)
+		}
+		for _, c := range order {
+			var rr RateResult
+			stopPerf := r.perf(c, "rate")
+			err := r.client(c, &rr, "rate", "-addr", c.target, "-c", strconv.Itoa(o.rateC), "-t", o.rateDur.String())
+			stopPerf()
+			if err != nil {
+				r.logf("WARNING: rate %s: %v", c.name, err)
+				rr.PerSec = math.NaN()
+			} else if rr.Errors > 0 {
+				r.logf("WARNING: rate %s: %d failed connections of %d", c.name, rr.Errors, rr.OK+rr.Errors)
+			}
+			res.add(c.name, "rate_cps", rr.PerSec)
+			time.Sleep(300 * time.Millisecond)
+		}
+	}
+	if c := r.find(cNetshape); c != nil {
+		var st control.Status
+		if err := control.NewClient(c.socket).Get(context.Background(), "/v1/status", &st); err == nil {
+			res.NetshapeStatus = &st
+			r.logf("netshape relayed %d flows, %d failed, %.1f GB out", st.Total, st.Failed, float64(st.BytesOut)/1e9)
+		}
+	}
+	res.summarise()
+	res.print(os.Stdout)
+	if err := os.MkdirAll(o.out, 0o755); err != nil {
+		return err
+	}
+	suffix := ""
+	if o.quick {
+		suffix = "-quick"
+	}
+	path := filepath.Join(o.out, "bench-"+time.Now().UTC().Format("20060102T150405Z")+suffix+".json")
+	b, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		return err
+	}
+	fmt.Printf("\nJSON: %s\n", path)
+	return nil
+}
+
+func (r *runner) find(name string) *contender {
+	for _, c := range r.cs {
+		if c.name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// haproxyMaxConn fits 2 descriptors per connection plus maxpipes pipes in a
+// 20,000 open-file limit (containers without CAP_SYS_RESOURCE).
+const haproxyMaxConn = 9500
+
+var haproxyGlobal = `global
+    maxconn ` + strconv.Itoa(haproxyMaxConn) + `
+    maxpipes 200
+    user haproxy
+    group haproxy
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 1h
+    timeout server 1h
+    option splice-auto
+`
+
+func (r *runner) startContender(c *contender) error {
+	srv := fmt.Sprintf("%s:%d", c.srvIP, srvPort)
+	plain := fmt.Sprintf("127.0.0.1:%d", relayPort)
+	var err error
+	switch c.name {
+	case cDirect:
+		c.target = srv
+	case cNetshape:
+		c.target = srv
+		c.socket = filepath.Join(r.tmp, "netshape.sock")
+		c.cmd, c.exited, err = r.start(c.ns, "netshape", r.o.netshape, "start", "--state-dir", filepath.Join(r.tmp, "netshape-state"),
+			"--socket", c.socket, "--port", strconv.Itoa(netshapePort), "--log-level", "warn")
+		if err != nil {
+			return err
+		}
+		if err := r.waitNetshape(c); err != nil {
+			return err
+		}
+	case cHAProxyT:
+		c.target = srv
+		cfg := haproxyGlobal + fmt.Sprintf(`frontend transparent
+    bind %s
+    default_backend original_destination
+backend original_destination
+    server s 0.0.0.0:0
+`, plain)
+		// The same kind of redirect netshape installs, with HAProxy's own sockets exempt by owner.
+		rules := fmt.Sprintf(`table ip nsbench {
+    chain out {
+        type nat hook output priority -100; policy accept;
+        meta skuid haproxy return
+        ip daddr 127.0.0.0/8 return
+        meta l4proto tcp counter redirect to :%d
+    }
+}
+`, relayPort)
+		rf := filepath.Join(r.tmp, "haproxy-t.nft")
+		if err := os.WriteFile(rf, []byte(rules), 0o644); err != nil {
+			return err
+		}
+		if err := must("ip", "netns", "exec", c.ns, "nft", "-f", rf); err != nil {
+			return err
+		}
+		if err := r.startHAProxy(c, cfg); err != nil {
+			return err
+		}
+	case cHAProxy:
+		c.target = plain
+		cfg := haproxyGlobal + fmt.Sprintf(`frontend plain
+    bind %s
+    default_backend server
+backend server
+    server s %s
+`, plain, srv)
+		if err := r.startHAProxy(c, cfg); err != nil {
+			return err
+		}
+	case cSocat:
+		c.target = plain
+		c.cmd, c.exited, err = r.start(c.ns, "socat", "socat",
+			fmt.Sprintf("TCP4-LISTEN:%d,bind=127.0.0.1,fork,reuseaddr,backlog=4096", relayPort), "TCP4:"+srv)
+		if err != nil {
+			return err
+		}
+	}
+	if err := r.client(c, nil, "probe", "-addr", c.target); err != nil {
+		return fmt.Errorf("%s does not relay: %w (logs in %s)", c.name, err, r.tmp)
+	}
+	// Prove the transparent contenders really relayed the probe.
+	switch c.name {
+	case cNetshape:
+		var st control.Status
+		if err := control.NewClient(c.socket).Get(context.Background(), "/v1/status", &st); err != nil || st.Total == 0 {
+			return fmt.Errorf("netshape saw no flow after the probe (status %+v, err %v)", st, err)
+		}
+	case cHAProxyT:
+		out, err := cmdIn(c.ns, "nft", "list", "table", "ip", "nsbench").CombinedOutput()
+		if err != nil || regexp.MustCompile(`counter packets [1-9]`).Find(out) == nil {
+			return fmt.Errorf("the HAProxy redirect rule matched nothing: %v\n%s", err, out)
+		}
+	}
+	r.logf("%s up in %s (relay pid %d), clients dial %s", c.name, c.ns, c.pid(), c.target)
+	return nil
+}
+
+func (r *runner) startHAProxy(c *contender, cfg string) error {
+	f := filepath.Join(r.tmp, c.name+".cfg")
+	if err := os.WriteFile(f, []byte(cfg), 0o644); err != nil {
+		return err
+	}
+	if err := must("haproxy", "-c", "-q", "-f", f); err != nil {
+		return fmt.Errorf("haproxy config check: %w", err)
+	}
+	var err error
+	c.cmd, c.exited, err = r.start(c.ns, c.name, "haproxy", "-db", "-f", f)
+	return err
+}
+
+func (r *runner) waitNetshape(c *contender) error {
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		var st control.Status
+		if err := control.NewClient(c.socket).Get(context.Background(), "/v1/status", &st); err == nil && st.Running {
+			return nil
+		}
+		select {
+		case <-c.exited:
+			b, _ := os.ReadFile(filepath.Join(r.tmp, "netshape.log"))
+			return fmt.Errorf("netshape exited: %s", b)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return errors.New("netshape did not answer on its control socket within 15s")
+}
+
+// client runs a load generator in c's namespace and decodes its JSON line into out.
+func (r *runner) client(c *contender, out any, sub string, args ...string) error {
+	cmd := cmdIn(c.ns, r.self, append([]string{sub}, args...)...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	b, err := cmd.Output()
+	if err != nil {
+		return fmt.Errorf("%s: %w: %s", sub, err, strings.TrimSpace(stderr.String()))
+	}
+	if s := strings.TrimSpace(stderr.String()); s != "" {
+		r.logf("%s %s: %s", c.name, sub, s)
+	}
+	if out == nil {
+		return nil
+	}
+	return json.Unmarshal(b, out)
+}
+
+// tput runs one throughput test and returns Gbit/s and the relay's CPU seconds per GB.
+func (r *runner) tput(c *contender, streams int) (gbps, cpuPerGB float64) {
+	time.Sleep(200 * time.Millisecond) // let the previous test's sockets drain
+	var before float64
+	if c.pid() > 0 {
+		before = cpuSeconds(c.pid())
+	}
+	stopPerf := r.perf(c, fmt.Sprintf("tput%d", streams))
+	var t TputResult
+	err := r.client(c, &t, "tput", "-addr", c.target, "-p", strconv.Itoa(streams), "-t", r.o.dur.String())
+	stopPerf()
+	if err != nil {
+		r.logf("WARNING: throughput %s x%d: %v", c.name, streams, err)
+		return math.NaN(), math.NaN()
+	}
+	cpuPerGB = math.NaN()
+	if c.pid() > 0 {
+		waitChildren(c.pid(), 3*time.Second) // socat's per-connection children count once reaped
+		cpuPerGB = (cpuSeconds(c.pid()) - before) / (float64(t.Bytes) / 1e9)
+	}
+	return t.Gbps, cpuPerGB
+}
+
+// perf starts perf(1) on netshape the first time test runs when -perf is set;
+// the returned function stops it and writes the report to the output dir.
+func (r *runner) perf(c *contender, test string) (stop func()) {
+	if !r.o.perf || c.name != cNetshape || r.perfd[test] {
+		return func() {}
+	}
+	if r.perfd == nil {
+		r.perfd = map[string]bool{}
+	}
+	r.perfd[test] = true
+	os.MkdirAll(r.o.out, 0o755)
+	data := filepath.Join(r.tmp, "perf-"+test+".data")
+	cmd := exec.Command("perf", "record", "-F", "999", "-g", "-p", strconv.Itoa(c.pid()), "-o", data)
+	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	if err := cmd.Start(); err != nil {
+		r.logf("WARNING: perf: %v", err)
+		return func() {}
+	}
+	time.Sleep(300 * time.Millisecond) // perf attaches
+	return func() {
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+		out := filepath.Join(r.o.out, "perf-netshape-"+test+".txt")
+		rep, err := exec.Command("perf", "report", "-i", data, "--stdio", "--no-children", "--sort", "dso,sym",
+			"--percent-limit", "0.5", "-g", "none").Output()
+		if err != nil {
+			r.logf("WARNING: perf report: %v", err)
+			return
+		}
+		// Where the time goes by binary first (netshape vs kernel), then by symbol.
+		byDSO, _ := exec.Command("perf", "report", "-i", data, "--stdio", "--no-children", "--sort", "dso", "-g", "none").Output()
+		os.WriteFile(out, append(byDSO, rep...), 0o644)
+		r.logf("perf profile of netshape during %s: %s", test, out)
+	}
+}
+
+// idleResult is the memory cost of idle relayed connections.
+type idleResult struct {
+	perConnKiB float64 // RSS growth per connection
+	totalKiB   float64 // RSS with them open
+	fdsPerConn float64 // descriptors the relay holds per connection
+	conns      int     // how many were held
+}
+
+// idle measures the relay's memory per idle connection: a calibration with a
+// few connections finds its descriptors per connection, so the main test holds
+// as many connections (up to o.idleN) as the open-file limit lets it.
+func (r *runner) idle(c *contender) (idleResult, error) {
+	fds0 := countFDs(c.pid())
+	cal, err := r.holdIdle(c, 200)
+	if err != nil {
+		return idleResult{}, fmt.Errorf("calibration: %w", err)
+	}
+	n := r.o.idleN
+	if cal.fdsPerConn > 0 {
+		var lim unix.Rlimit
+		if err := unix.Prlimit(c.pid(), unix.RLIMIT_NOFILE, nil, &lim); err == nil {
+			fit := int((float64(lim.Cur) - float64(fds0) - 300) / cal.fdsPerConn)
+			if fit < n {
+				r.logf("%s holds %.1f descriptors per connection; its open-file limit %d fits %d, not %d: measuring %d",
+					c.name, cal.fdsPerConn, lim.Cur, fit, n, fit)
+				n = fit
+			}
+		}
+	}
+	if c.name == cHAProxyT || c.name == cHAProxy {
+		n = min(n, haproxyMaxConn-100)
+	}
+	return r.holdIdle(c, n)
+}
+
+func (r *runner) holdIdle(c *contender, n int) (idleResult, error) {
+	time.Sleep(500 * time.Millisecond)
+	rss0, fds0 := rssKiB(c.pid()), countFDs(c.pid())
+	cmd := cmdIn(c.ns, r.self, "idle", "-addr", c.target, "-n", strconv.Itoa(n))
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return idleResult{}, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return idleResult{}, err
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return idleResult{}, err
+	}
+	defer func() {
+		stdin.Close()
+		cmd.Wait()
+		time.Sleep(time.Second) // let the relay close its side
+	}()
+	line, err := bufio.NewReader(stdout).ReadBytes('\n')
+	if err != nil {
+		return idleResult{}, fmt.Errorf("idle client: %w", err)
+	}
+	go io.Copy(io.Discard, stdout)
+	var ir IdleResult
+	if err := json.Unmarshal(line, &ir); err != nil {
+		return idleResult{}, err
+	}
+	if ir.Open < n*99/100 {
+		return idleResult{}, fmt.Errorf("only %d of %d connections opened", ir.Open, n)
+	}
+	time.Sleep(time.Second)
+	rss1, fds1 := rssKiB(c.pid()), countFDs(c.pid())
+	return idleResult{perConnKiB: (rss1 - rss0) / float64(ir.Open), totalKiB: rss1,
+		fdsPerConn: float64(fds1-fds0) / float64(ir.Open), conns: ir.Open}, nil
+}
+
+func countFDs(pid int) int {
+	es, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return 0
+	}
+	return len(es)
+}
+
+// cpuSeconds is utime+stime of pid plus that of its reaped children.
+func cpuSeconds(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return math.NaN()
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return math.NaN()
+	}
+	f := strings.Fields(s[i+1:]) // f[0] is field 3 (state)
+	if len(f) < 15 {
+		return math.NaN()
+	}
+	var t float64
+	for _, k := range []int{11, 12, 13, 14} { // utime stime cutime cstime
+		v, _ := strconv.ParseFloat(f[k], 64)
+		t += v
+	}
+	return t / clockTicks
+}
+
+func rssKiB(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return math.NaN()
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			n, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			return n
+		}
+	}
+	return math.NaN()
+}
+
+func waitChildren(pid int, max time.Duration) {
+	deadline := time.Now().Add(max)
+	for time.Now().Before(deadline) {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+		if err != nil || len(strings.TrimSpace(string(b))) == 0 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func rotate(cs []*contender, n int) []*contender {
+	n %= len(cs)
+	return append(append([]*contender{}, cs[n:]...), cs[:n]...)
+}
+
+func names(cs []*contender) string {
+	var s []string
+	for _, c := range cs {
+		s = append(s, c.name)
+	}
+	return strings.Join(s, " ")
+}
+
+func contains(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func machine() map[string]string {
+	m := map[string]string{"nproc": strconv.Itoa(runtime.NumCPU()), "go": runtime.Version()}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m["kernel"] = strings.TrimSpace(string(b))
+	}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "model name"); ok {
+				m["cpu"] = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	if out, err := exec.Command("haproxy", "-v").Output(); err == nil {
+		m["haproxy"] = strings.SplitN(string(out), "\n", 2)[0]
+	}
+	if out, err := exec.Command("socat", "-V").Output(); err == nil {
+		for _, l := range strings.Split(string(out), "\n") {
+			if strings.HasPrefix(l, "socat version") {
+				m["socat"] = strings.TrimSpace(l)
+			}
+		}
+	}
+	return m
+}

@@ -1,0 +1,9 @@
+//go:build !linux
+
+package main
+
+import "errors"
+
+func run([]string) error {
+	return errors.New("the benchmark run needs Linux network namespaces; the load generators (serve, tput, lat, rate, idle, probe) work here")
+}

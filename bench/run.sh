@@ -1,0 +1,47 @@
+#!/bin/sh
+# bench/run.sh [--quick] [nsbench run flags...]
+#
+# Benchmarks netshape against direct connections and peer relays (HAProxy as a
+# transparent relay under the same kind of nftables redirect; HAProxy and socat
+# as plain relays) inside network namespaces it creates and deletes (named
+# tb<id>...). It never touches this machine's own network namespace.
+# Results: a table on stdout and bench/out/bench-<time>.json. Needs root.
+set -eu
+cd "$(dirname "$0")/.."
+
+[ "$(id -u)" = 0 ] || { echo "bench/run.sh builds network namespaces: run it as root (sudo make bench)" >&2; exit 1; }
+command -v go >/dev/null || { echo "Go is required" >&2; exit 1; }
+
+# Peers and tools, from Debian packages when missing.
+missing=""
+command -v haproxy >/dev/null || missing="$missing haproxy"
+command -v socat >/dev/null || missing="$missing socat"
+command -v nft >/dev/null || missing="$missing nftables"   # only the HAProxy contender's rules use nft
+command -v ip >/dev/null || missing="$missing iproute2"
+if [ -n "$missing" ]; then
+	command -v apt-get >/dev/null || { echo "install:$missing" >&2; exit 1; }
+	echo "installing:$missing" >&2
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+fi
+# The Debian haproxy package may start a system-wide service; the benchmark runs its own instances.
+
+export CGO_ENABLED=0
+mkdir -p bin bench/out
+go build -trimpath -o bin/netshape ./cmd/netshape
+go build -trimpath -o bin/nsbench ./bench/cmd/nsbench
+
+id=$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
+cleanup() {
+	for ns in $(ip netns list | awk '{print $1}' | grep "^tb$id" || true); do ip netns del "$ns" 2>/dev/null || true; done
+}
+trap cleanup EXIT INT TERM
+
+args=""
+for a in "$@"; do
+	case "$a" in
+	--quick) args="$args -quick" ;;
+	*) args="$args $a" ;;
+	esac
+done
+# shellcheck disable=SC2086
+bin/nsbench run -id "$id" -netshape bin/netshape -out bench/out $args
