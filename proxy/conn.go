@@ -319,7 +319,7 @@ func (c *conn) copy(dst, src *net.TCPConn, d Dir, n *atomic.Int64, lim Limiter) 
 			}
 			want = g
 		}
-		w, err := io.CopyN(dst, src, int64(want))
+		w, err := c.p.transfer(dst, src, want)
 		n.Add(w)
 		if lim != nil {
 			if qerr := lim.Done(d, int(w)); qerr != nil {

@@ -111,6 +111,7 @@ type Proxy struct {
 	log    *slog.Logger
 	dialer net.Dialer
 	ifaces ifaceCache
+	pipes  pipePool
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -159,6 +160,7 @@ func New(cfg Config) (*Proxy, error) {
 		cancel: cancel,
 		live:   make(map[uint64]*conn),
 		dialer: net.Dialer{Timeout: cfg.DialTimeout, Control: cfg.DialControl},
+		pipes:  newPipePool(),
 	}
 	return p, nil
 }
@@ -274,6 +276,7 @@ func (p *Proxy) Close() error {
 		c.abort("daemon stopping")
 	}
 	p.wg.Wait()
+	p.pipes.drain()
 	return nil
 }
 

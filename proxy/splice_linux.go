@@ -1,0 +1,178 @@
+package proxy
+
+import (
+	"io"
+	"net"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// The Linux relay moves bytes socket → pipe → socket with splice(2), like
+// net.TCPConn.ReadFrom, but it waits for a readable socket before it takes a
+// pipe and gives the pipe back as soon as the socket has nothing more to give:
+// an idle connection holds no pipe (2 descriptors, not 6), counters move with
+// every burst rather than every chunk, and the pipes are 1 MiB so a bulk flow
+// needs fewer system calls.
+
+// pipeSize is what F_SETPIPE_SZ asks for (the default pipe-max-size); a
+// smaller pipe still works.
+const pipeSize = 1 << 20
+
+type pipe struct{ r, w int }
+
+// pipePool keeps a few drained pipes for the next burst. It is a bounded
+// channel, not a sync.Pool, which would drop pipes without closing them.
+type pipePool chan pipe
+
+func (pp pipePool) get() (pipe, error) {
+	select {
+	case p := <-pp:
+		return p, nil
+	default:
+	}
+	var fds [2]int
+	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		return pipe{}, err
+	}
+	unix.FcntlInt(uintptr(fds[0]), unix.F_SETPIPE_SZ, pipeSize)
+	return pipe{r: fds[0], w: fds[1]}, nil
+}
+
+// put returns a drained pipe to the pool, or closes it.
+func (pp pipePool) put(p pipe) {
+	select {
+	case pp <- p:
+	default:
+		p.close()
+	}
+}
+
+func (p pipe) close() {
+	unix.Close(p.r)
+	unix.Close(p.w)
+}
+
+func (pp pipePool) drain() {
+	for {
+		select {
+		case p := <-pp:
+			p.close()
+		default:
+			return
+		}
+	}
+}
+
+func newPipePool() pipePool { return make(pipePool, 64) }
+
+// transfer moves up to max bytes from src to dst. It waits until src is
+// readable, then moves what src has (more arrives while it writes) and returns
+// when src has nothing more right now, max is reached, src ended (io.EOF) or
+// something failed.
+func (p *Proxy) transfer(dst, src *net.TCPConn, max int) (int64, error) {
+	srcRC, err := src.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	dstRC, err := dst.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	if err := waitReadable(srcRC); err != nil {
+		return 0, err
+	}
+	pp, err := p.pipes.get()
+	if err != nil {
+		// Out of descriptors for a pipe: copy through user space instead.
+		return io.CopyN(dst, src, int64(max))
+	}
+	var moved int64
+	inPipe := 0
+	defer func() {
+		if inPipe == 0 {
+			p.pipes.put(pp)
+		} else {
+			pp.close() // bytes stuck in it belong to a failed flow
+		}
+	}()
+	for moved < int64(max) {
+		var n int
+		var serr error
+		again := false
+		err := srcRC.Read(func(fd uintptr) bool {
+			n, serr = spliceNB(int(fd), pp.w, max-int(moved))
+			if serr == unix.EAGAIN {
+				if moved > 0 {
+					again = true // nothing more now: return what moved
+					return true
+				}
+				return false // wait for data
+			}
+			return true
+		})
+		if err != nil {
+			return moved, err
+		}
+		if again {
+			return moved, nil
+		}
+		if serr != nil {
+			return moved, wrapSplice("read", serr)
+		}
+		if n == 0 {
+			return moved, io.EOF
+		}
+		inPipe = n
+		for inPipe > 0 {
+			var m int
+			var werr error
+			err := dstRC.Write(func(fd uintptr) bool {
+				m, werr = spliceNB(pp.r, int(fd), inPipe)
+				return werr != unix.EAGAIN
+			})
+			if err != nil {
+				return moved, err
+			}
+			if werr != nil {
+				return moved, wrapSplice("write", werr)
+			}
+			inPipe -= m
+			moved += int64(m)
+		}
+	}
+	return moved, nil
+}
+
+func spliceNB(in, out, n int) (int, error) {
+	for {
+		m, err := unix.Splice(in, nil, out, nil, n, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		if err == unix.EINTR {
+			continue
+		}
+		return int(m), err
+	}
+}
+
+// waitReadable blocks until the socket has data, EOF or an error to report.
+// A pending error (a reset) is returned here: reading it clears it, so the
+// splice after would see only an EOF.
+func waitReadable(rc syscall.RawConn) error {
+	var b [1]byte
+	var perr error
+	err := rc.Read(func(fd uintptr) bool {
+		_, _, perr = unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		return perr != unix.EAGAIN
+	})
+	if err != nil {
+		return err
+	}
+	if perr != nil {
+		return wrapSplice("read", perr)
+	}
+	return nil
+}
+
+func wrapSplice(op string, err error) error {
+	return &net.OpError{Op: op, Net: "tcp", Err: err}
+}
