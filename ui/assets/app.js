@@ -34,6 +34,13 @@
     const e = document.createElement(tag);
     for (const k in attrs || {}) {
       if (k === "class") e.className = attrs[k];
+      else if (k === "style") {
+        // The CSP forbids style attributes; the CSSOM is allowed.
+        for (const decl of attrs[k].split(";")) {
+          const i = decl.indexOf(":");
+          if (i > 0) e.style.setProperty(decl.slice(0, i).trim(), decl.slice(i + 1).trim());
+        }
+      }
       else if (k.startsWith("on")) e.addEventListener(k.slice(2), attrs[k]);
       else e.setAttribute(k, attrs[k]);
     }
