@@ -397,7 +397,7 @@ func (m *topModel) View() string {
 
 	// Pending questions, at most 3 lines plus the keys.
 	if n := len(d.Pending); n > 0 {
-		add(&topHead, fmt.Sprintf(" WAITING FOR AN ANSWER (%d)   ↑/↓ pick  a allow  A always  w domain  p app  f 1h  t slow  d deny  D never  s skip", n))
+		add(&topHead, fmt.Sprintf(" WAITING (%d) a:allow A:always w:domain p:app f:1h t:slow d:deny D:never s:skip ↑↓", n))
 		first := max(0, min(m.sel-1, n-3))
 		for i := first; i < n && i < first+3; i++ {
 			p := d.Pending[i]

@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -106,7 +108,7 @@ func TestTopViewFits80x24(t *testing.T) {
 	m.Update(tea.WindowSizeMsg{Width: 80, Height: 24})
 	v := stripANSI(m.View())
 	checkScreen(t, v, 80, 24)
-	for _, want := range []string{"in 1.25 MB/s", "firefox", "WAITING FOR AN ANSWER (2)", "#7", "api.example.com:443", "quota #4", "app firefox", "q quit", "…"} {
+	for _, want := range []string{"in 1.25 MB/s", "firefox", "WAITING (2)", "D:never s:skip", "#7", "api.example.com:443", "quota #4", "app firefox", "q quit", "…"} {
 		if !strings.Contains(v, want) {
 			t.Errorf("view lacks %q:\n%s", want, v)
 		}
@@ -229,5 +231,21 @@ func TestTopOnceJSON(t *testing.T) {
 	f.err = errors.New("down")
 	if err := topOnce(context.Background(), f, time.Millisecond, true, &sb); err == nil {
 		t.Fatal("no error when the daemon is down")
+	}
+}
+
+var topScreenshot = flag.String("screenshot", "", "write the 80×24 view with sample data to this text `file` (for docs/)")
+
+// TestTopScreenshot renders the view for docs/: go test ./cmd/netshape -run TopScreenshot -screenshot=$PWD/docs/top.txt
+func TestTopScreenshot(t *testing.T) {
+	if *topScreenshot == "" {
+		t.Skip("only with -screenshot=FILE")
+	}
+	m := loaded(t, &fakeTop{d: sampleTop()})
+	m.data.Live.Apps = m.data.Live.Apps[:3]
+	m.data.Live.Apps[2] = ui.Rate{Name: "apt", In: 4.1e5, Out: 8e3, BytesIn: 5.6e7, BytesOut: 1e6, Open: 2}
+	m.msg = "#5: allow, released 1 connection(s), rule 14 written"
+	if err := os.WriteFile(*topScreenshot, []byte(stripANSI(m.View())+"\n"), 0o644); err != nil {
+		t.Fatal(err)
 	}
 }

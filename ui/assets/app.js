@@ -87,7 +87,7 @@
       const y = 8 + (H - 24) * i / 4;
       g.append(svg("line", { x1: pad, x2: W, y1: y, y2: y }));
       const t = svg("text", { x: 2, y: y + 4, class: "axis" });
-      t.textContent = size(max * (4 - i) / 4).replace(" ", "");
+      t.textContent = size(max * (4 - i) / 4).replace(" ", "") + "/s";
       s.append(t);
     }
     s.append(g);
