@@ -105,4 +105,3 @@ func (b screenshotBackend) Iface() (control.IfaceReport, error) {
 		{Name: "eth0", Up: true, KernelIn: 6e9, KernelOut: 9e9, ProxiedIn: 5e9, ProxiedOut: 8e9, Capturing: true, Drops: 3},
 	}}, nil
 }
-
