@@ -248,6 +248,19 @@ func TestDashboardInChromium(t *testing.T) {
 		}
 	default:
 	}
+	// /metrics on the control socket counts the flow under its app.
+	uc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", e.socket)
+	}}}
+	mr, err := uc.Get("http://netshape/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, _ := io.ReadAll(mr.Body)
+	mr.Body.Close()
+	if !strings.Contains(string(mb), `netshape_app_bytes_total{app="e2e.test",direction="in"}`) || !strings.Contains(string(mb), "netshape_flows_total 1") {
+		t.Errorf("control socket /metrics lacks the flow:\n%s", mb)
+	}
 	// Chromium talked to nothing but the dashboard: no proxied flow is its.
 	var fs []flow.Flow
 	if err := json.Unmarshal([]byte(e.mustNetshape("flows", "--closed", "--json")), &fs); err != nil {
