@@ -59,6 +59,11 @@ type Config struct {
 	PTR     bool
 	Version string
 	Logger  *slog.Logger
+
+	// UI is the dashboard's HOST:PORT (off when empty); UIAllowRemote lets it
+	// listen on other than loopback.
+	UI            string
+	UIAllowRemote bool
 }
 
 func (c *Config) fill() error {
@@ -138,6 +143,8 @@ type Daemon struct {
 
 	warnMu   sync.Mutex
 	warnings []string
+
+	ui uiState
 }
 
 // warn logs a problem and shows it in `netshape status`.
@@ -246,6 +253,10 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		return err
 	}
 	defer d.ctl.Close()
+	if err := d.listenUI(); err != nil {
+		return err
+	}
+	defer d.closeUI()
 
 	// From here on the network depends on us: every exit path removes the rules.
 	if err := red.Install(); err != nil {
@@ -267,6 +278,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 
 	bg, stopBG := context.WithCancel(context.Background())
 	d.startCapture(bg)
+	d.startUI(bg)
 	d.wg.Add(1)
 	go d.housekeeping(bg)
 	defer func() {
@@ -385,6 +397,7 @@ func (d *Daemon) routes() {
 	d.runRoutes()
 	d.accountRoutes()
 	d.quotaRoutes()
+	d.uiRoutes()
 	d.ctl.Handle("GET /v1/status", func(r *http.Request) (any, error) { return d.status(), nil })
 	d.ctl.Handle("GET /v1/flows", func(r *http.Request) (any, error) {
 		fs := d.proxy.Flows(r.URL.Query().Get("closed") != "")

@@ -79,6 +79,7 @@ func newApp() *cli.App {
 			runCommand(),
 			usageCommand(),
 			ifaceCommand(),
+			topCommand(),
 		},
 	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/netshape/netshape/daemon"
 	"github.com/netshape/netshape/policy"
+	"github.com/netshape/netshape/ui"
 )
 
 func startCommand() *cli.Command {
@@ -33,11 +34,19 @@ A run killed with -9 leaves them: the next start, or "netshape cleanup", removes
 			&cli.BoolFlag{Name: "capture", Value: true, Usage: "capture on interfaces: DNS names, full accounting, interface quotas"},
 			&cli.StringSliceFlag{Name: "iface", Usage: "capture on `IF` (repeatable; default every interface that is up and not loopback)"},
 			&cli.BoolFlag{Name: "ptr", Value: true, Usage: "look up reverse DNS (in the background) for destinations without a name"},
+			&cli.StringFlag{Name: "ui", Usage: "serve the web dashboard on `HOST:PORT` (e.g. 127.0.0.1:9041; off by default); its URL with the token is logged"},
+			&cli.BoolFlag{Name: "ui-allow-remote", Usage: "let --ui listen on an address other than loopback"},
 		},
 		Action: func(c *cli.Context) error {
 			cfg, err := startConfig(c)
 			if err != nil {
 				return err
+			}
+			cfg.UI, cfg.UIAllowRemote = c.String("ui"), c.Bool("ui-allow-remote")
+			if cfg.UI != "" {
+				if err := ui.CheckAddr(cfg.UI, cfg.UIAllowRemote); err != nil {
+					return err
+				}
 			}
 			return daemon.Run(c.Context, cfg)
 		},
