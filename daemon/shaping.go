@@ -15,6 +15,7 @@ import (
 	"github.com/netshape/netshape/policy"
 	"github.com/netshape/netshape/proxy"
 	"github.com/netshape/netshape/shaper"
+	"github.com/netshape/netshape/ui"
 	"github.com/netshape/netshape/units"
 )
 
@@ -312,21 +313,19 @@ func (d *Daemon) saveQuotas() {
 	}
 }
 
-// Quota is GET /v1/quotas: one quota with its scope in words.
-type quotaView struct {
-	shaper.QuotaStatus
-	Scope string `json:"scope_text"`
+// quotaViews is every quota with its scope in words (GET /v1/quotas, the
+// dashboard).
+func (d *Daemon) quotaViews() []ui.Quota {
+	qs := d.shaper.Quotas()
+	out := make([]ui.Quota, 0, len(qs))
+	for _, q := range qs {
+		out = append(out, ui.Quota{QuotaStatus: q, ScopeText: d.describeQuota(q.Quota)})
+	}
+	return out
 }
 
 func (d *Daemon) quotaRoutes() {
-	d.ctl.Handle("GET /v1/quotas", func(r *http.Request) (any, error) {
-		qs := d.shaper.Quotas()
-		out := make([]quotaView, 0, len(qs))
-		for _, q := range qs {
-			out = append(out, quotaView{QuotaStatus: q, Scope: d.describeQuota(q.Quota)})
-		}
-		return out, nil
-	})
+	d.ctl.Handle("GET /v1/quotas", func(r *http.Request) (any, error) { return d.quotaViews(), nil })
 	d.ctl.Handle("POST /v1/quotas/{id}/grant", func(r *http.Request) (any, error) {
 		id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
 		if err != nil {

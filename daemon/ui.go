@@ -117,14 +117,7 @@ func (b uiBackend) Answer(id int64, a control.Answer) (control.AnswerResult, err
 
 func (b uiBackend) Rules() []policy.Rule { return b.d.rules.Load().all }
 
-func (b uiBackend) Quotas() []ui.Quota {
-	qs := b.d.shaper.Quotas()
-	out := make([]ui.Quota, 0, len(qs))
-	for _, q := range qs {
-		out = append(out, ui.Quota{QuotaStatus: q, ScopeText: b.d.describeQuota(q.Quota)})
-	}
-	return out
-}
+func (b uiBackend) Quotas() []ui.Quota { return b.d.quotaViews() }
 
 func (b uiBackend) Usage(v url.Values) ([]store.UsageTotal, error) {
 	q, err := usageQuery(&http.Request{URL: &url.URL{RawQuery: v.Encode()}})
