@@ -78,7 +78,12 @@ func reset(c *net.TCPConn) {
 }
 
 func (p *Proxy) handle(cc *net.TCPConn) {
-	defer p.wg.Done()
+	relaying := false
+	defer func() {
+		if !relaying { // else the relay goroutines end the flow
+			p.wg.Done()
+		}
+	}()
 	dst, err := p.cfg.OriginalDst(cc)
 	if err != nil {
 		p.log.Debug("dropping connection without original destination", "client", cc.RemoteAddr(), "err", err)
@@ -94,19 +99,28 @@ func (p *Proxy) handle(cc *net.TCPConn) {
 	src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
 	c := &conn{p: p, client: cc}
 	c.ctx, c.cancel = context.WithCancel(p.ctx)
-	defer c.cancel()
 	c.f = flow.Flow{ID: p.nextID.Add(1), Src: src, Dst: dst, Start: time.Now(), State: flow.StateDialing, UID: -1}
 	p.total.Add(1)
 	if !p.register(c) {
+		c.cancel()
 		reset(cc)
 		return
 	}
-	defer p.unregister(c)
-	defer p.recoverFlow(c)
-	c.run()
+	relaying = c.setup()
+	if !relaying {
+		c.cancel()
+		p.unregister(c)
+	}
 }
 
-func (c *conn) run() {
+// setup identifies, decides and dials the flow. It reports whether it handed
+// the flow to the relay goroutines, which then end it.
+func (c *conn) setup() (relaying bool) {
+	defer c.p.recoverFlow(c)
+	return c.run()
+}
+
+func (c *conn) run() bool {
 	p, h := c.p, &c.p.cfg.Hooks
 	f := c.snapshot()
 	if h.Identify != nil {
@@ -145,7 +159,7 @@ func (c *conn) run() {
 			c.update(func(cf *flow.Flow) { cf.Verdict = "deny" })
 		}
 		c.abort("denied")
-		return
+		return false
 	}
 
 	var lim Limiter
@@ -154,10 +168,7 @@ func (c *conn) run() {
 		if lim, err = h.Limit(&f); err != nil {
 			p.denied.Add(1)
 			c.abort(err.Error())
-			return
-		}
-		if lim != nil {
-			defer lim.Close()
+			return false
 		}
 	}
 
@@ -166,7 +177,10 @@ func (c *conn) run() {
 	if err != nil {
 		p.failed.Add(1)
 		c.abort(err.Error())
-		return
+		if lim != nil {
+			lim.Close()
+		}
+		return false
 	}
 	if !sniffed {
 		c.sniff(&f, 0)
@@ -179,6 +193,7 @@ func (c *conn) run() {
 		cf.Host, cf.HostSource, cf.Iface, cf.State = f.Host, f.HostSource, iface, flow.StateOpen
 	})
 	c.relay(up, lim, !sniffed)
+	return true
 }
 
 // lateSniff waits (bounded by PeekWait) for the first bytes of a client that
@@ -223,8 +238,11 @@ func (c *conn) sniff(f *flow.Flow, wait time.Duration) bool {
 	if f.HostSource == flow.HostSNI || f.HostSource == flow.HostHTTP {
 		return true
 	}
-	bp := peekPool.Get().(*[]byte)
-	defer peekPool.Put(bp)
+	// Most first messages fit in 4 KiB; a larger ClientHello (post-quantum
+	// key shares, many extensions) gets 16 KiB.
+	pool := &smallPeek
+	bp := pool.Get().(*[]byte)
+	defer func() { pool.Put(bp) }()
 	buf := *bp
 	deadline := time.Now().Add(wait)
 	for {
@@ -243,7 +261,20 @@ func (c *conn) sniff(f *flow.Flow, wait time.Duration) bool {
 			}
 			return true
 		}
-		if !errors.Is(err, sniff.ErrNeedMore) || n == len(buf) || wait <= 0 || !time.Now().Before(deadline) {
+		if !errors.Is(err, sniff.ErrNeedMore) {
+			return false
+		}
+		if n == len(buf) {
+			if pool == &bigPeek {
+				return false
+			}
+			pool.Put(bp)
+			pool = &bigPeek
+			bp = pool.Get().(*[]byte)
+			buf = *bp
+			continue
+		}
+		if wait <= 0 || !time.Now().Before(deadline) {
 			return false
 		}
 		// A ClientHello split over segments: wait for the rest.
@@ -251,7 +282,10 @@ func (c *conn) sniff(f *flow.Flow, wait time.Duration) bool {
 	}
 }
 
-var peekPool = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
+var (
+	smallPeek = sync.Pool{New: func() any { b := make([]byte, 4<<10); return &b }}
+	bigPeek   = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
+)
 
 // hold keeps the flow until Ask answers, the client gives up, or the daemon stops.
 func (c *conn) hold(f *flow.Flow) Action {
@@ -287,19 +321,37 @@ func (c *conn) hold(f *flow.Flow) Action {
 
 // relay copies both directions until both end, then closes both sides.
 func (c *conn) relay(up *net.TCPConn, lim Limiter, sniffFirst bool) {
-	done := make(chan struct{})
+	// Both directions run on fresh goroutines and the setup goroutine ends:
+	// its stack grew while identifying and dialling, and an idle relayed
+	// connection should not keep it. The last direction to end closes the flow.
+	var left atomic.Int32
+	left.Store(2)
+	end := func() {
+		if left.Add(-1) != 0 {
+			return
+		}
+		c.client.Close()
+		up.Close()
+		if lim != nil {
+			lim.Close()
+		}
+		c.cancel()
+		c.p.unregister(c)
+		c.p.wg.Done()
+	}
 	go func() {
-		defer close(done)
+		defer end()
 		defer c.p.recoverFlow(c)
 		c.copy(c.client, up, In, &c.in, lim)
 	}()
-	if sniffFirst {
-		c.lateSniff()
-	}
-	c.copy(up, c.client, Out, &c.out, lim)
-	<-done
-	c.client.Close()
-	up.Close()
+	go func() {
+		defer end()
+		defer c.p.recoverFlow(c)
+		if sniffFirst {
+			c.lateSniff()
+		}
+		c.copy(up, c.client, Out, &c.out, lim)
+	}()
 }
 
 // copy moves src to dst in chunks until EOF, then half-closes dst. Any other

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -526,5 +527,23 @@ func TestCloseFlowsCutsMatching(t *testing.T) {
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("cut client read = %v", err)
+	}
+}
+
+// A first message larger than the small peek buffer still names its host.
+func TestLargeFirstMessage(t *testing.T) {
+	var got atomic.Value
+	h := newHarness(t, Hooks{
+		NeedsHost: func() bool { return true },
+		Decide:    func(f *flow.Flow) Action { got.Store(f.Host + "/" + f.HostSource); return Allow },
+	})
+	h.server(func(c *net.TCPConn) { io.Copy(io.Discard, c) })
+	c := h.dial()
+	req := "GET / HTTP/1.1\r\nX-Pad: " + strings.Repeat("a", 6000) + "\r\nHost: big.example.test\r\n\r\n"
+	c.Write([]byte(req))
+	c.CloseWrite()
+	h.waitClosed(1)
+	if g, _ := got.Load().(string); g != "big.example.test/http" {
+		t.Fatalf("decided on %q", g)
 	}
 }
