@@ -131,9 +131,9 @@ func (c *conn) run() bool {
 	}
 	// The client's first bytes (TLS SNI, HTTP Host) say best which host it
 	// meant. Look without waiting now; wait only when a decision depends on it.
-	sniffed := c.sniff(&f, 0)
+	sniffed := c.sniff(&f, 0, 0)
 	if !sniffed && h.NeedsHost != nil && h.NeedsHost() {
-		sniffed = c.sniff(&f, p.cfg.PeekWait)
+		sniffed = c.sniff(&f, p.cfg.PeekWait, p.cfg.PeekWait)
 		if !sniffed && f.Host == "" && h.Name != nil {
 			// A client that sends nothing (server speaks first) was waited
 			// for: the DNS answer it resolved may have been learnt meanwhile.
@@ -183,7 +183,7 @@ func (c *conn) run() bool {
 		return false
 	}
 	if !sniffed {
-		c.sniff(&f, 0)
+		c.sniff(&f, 0, 0)
 	}
 	if f.Host == "" && h.NameLater != nil {
 		f.Host, f.HostSource = h.NameLater(f.Dst.Addr())
@@ -202,7 +202,9 @@ func (c *conn) run() bool {
 // waits here, and it has nothing to copy until those bytes arrive.
 func (c *conn) lateSniff() {
 	f := c.snapshot()
-	if c.sniff(&f, c.p.cfg.PeekWait) {
+	// Nothing waits on the name here, but the client's bytes wait on the
+	// sniff: give a message split over segments only a moment to complete.
+	if c.sniff(&f, c.p.cfg.PeekWait, lateSniffMore) {
 		c.update(func(cf *flow.Flow) { cf.Host, cf.HostSource = f.Host, f.HostSource })
 	}
 }
@@ -233,8 +235,9 @@ func (c *conn) dial() (*net.TCPConn, error) {
 
 // sniff looks at the client's first bytes without consuming them and, when
 // they name a host (TLS SNI, HTTP Host), sets f.Host. It waits up to wait for
-// bytes to arrive. It reports whether it found a name.
-func (c *conn) sniff(f *flow.Flow, wait time.Duration) bool {
+// the first bytes to arrive, and once some have, up to more for the rest of a
+// message split over segments. It reports whether it found a name.
+func (c *conn) sniff(f *flow.Flow, wait, more time.Duration) bool {
 	if f.HostSource == flow.HostSNI || f.HostSource == flow.HostHTTP {
 		return true
 	}
@@ -245,6 +248,7 @@ func (c *conn) sniff(f *flow.Flow, wait time.Duration) bool {
 	defer func() { pool.Put(bp) }()
 	buf := *bp
 	deadline := time.Now().Add(wait)
+	started := false
 	for {
 		n, err := peek(c.client, buf, wait > 0, deadline)
 		if err != nil || n == 0 {
@@ -274,13 +278,23 @@ func (c *conn) sniff(f *flow.Flow, wait time.Duration) bool {
 			buf = *bp
 			continue
 		}
+		if !started {
+			started = true
+			if d := time.Now().Add(more); d.Before(deadline) {
+				deadline = d
+			}
+		}
 		if wait <= 0 || !time.Now().Before(deadline) {
 			return false
 		}
 		// A ClientHello split over segments: wait for the rest.
-		time.Sleep(time.Millisecond)
+		time.Sleep(200 * time.Microsecond)
 	}
 }
+
+// lateSniffMore bounds how long a relayed client's first message may wait for
+// its rest while nothing depends on its name.
+const lateSniffMore = 2 * time.Millisecond
 
 var (
 	smallPeek = sync.Pool{New: func() any { b := make([]byte, 4<<10); return &b }}
