@@ -252,12 +252,19 @@ func TestDashboardInChromium(t *testing.T) {
 	uc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "unix", e.socket)
 	}}}
-	mr, err := uc.Get("http://netshape/metrics")
-	if err != nil {
-		t.Fatal(err)
+	// The dashboard's tracker samples flows once a second: poll.
+	var mb []byte
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		mr, err := uc.Get("http://netshape/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		mb, _ = io.ReadAll(mr.Body)
+		mr.Body.Close()
+		if strings.Contains(string(mb), `netshape_app_bytes_total{app="e2e.test",direction="in"}`) {
+			break
+		}
 	}
-	mb, _ := io.ReadAll(mr.Body)
-	mr.Body.Close()
 	if !strings.Contains(string(mb), `netshape_app_bytes_total{app="e2e.test",direction="in"}`) || !strings.Contains(string(mb), "netshape_flows_total 1") {
 		t.Errorf("control socket /metrics lacks the flow:\n%s", mb)
 	}
