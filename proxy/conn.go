@@ -294,7 +294,7 @@ func (c *conn) sniff(f *flow.Flow, wait, more time.Duration) bool {
 
 // lateSniffMore bounds how long a relayed client's first message may wait for
 // its rest while nothing depends on its name.
-const lateSniffMore = 2 * time.Millisecond
+const lateSniffMore = 0
 
 var (
 	smallPeek = sync.Pool{New: func() any { b := make([]byte, 4<<10); return &b }}
