@@ -44,7 +44,12 @@ type procFS struct {
 	// misses remembers inodes a full scan did not find (sockets of another
 	// pid namespace), so their connections do not each pay a full scan.
 	misses map[uint64]time.Time
+	// recent are the last owners found, newest first: a program that opened
+	// one connection usually opens the next, so they are looked at first.
+	recent []int
 }
+
+const maxRecent = 16
 
 // missTTL is how long an inode no scan found stays unfound.
 const missTTL = 2 * time.Second
@@ -127,7 +132,16 @@ func (fs *procFS) findPID(inode uint64) (int, error) {
 			return ref.pid, nil
 		}
 	}
+	for _, pid := range fs.recentPIDs() {
+		if fs.scanPID(pid, inode, false) {
+			fs.noteOwner(pid)
+			return pid, nil
+		}
+	}
 	pid, err := fs.scan(inode)
+	if err == nil {
+		fs.noteOwner(pid)
+	}
 	if errors.Is(err, ErrNotFound) {
 		if len(fs.misses) > 4096 {
 			clear(fs.misses)
@@ -135,6 +149,32 @@ func (fs *procFS) findPID(inode uint64) (int, error) {
 		fs.misses[inode] = time.Now()
 	}
 	return pid, err
+}
+
+func (fs *procFS) recentPIDs() []int {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	return append([]int(nil), fs.recent...)
+}
+
+// noteOwner moves pid to the front of the recent owners.
+func (fs *procFS) noteOwner(pid int) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	r := fs.recent
+	for i, p := range r {
+		if p == pid {
+			copy(r[1:i+1], r[:i])
+			r[0] = pid
+			return
+		}
+	}
+	if len(r) < maxRecent {
+		r = append(r, 0)
+	}
+	copy(r[1:], r)
+	r[0] = pid
+	fs.recent = r
 }
 
 // scan runs the three passes described on procFS. Must hold scanMu.

@@ -78,10 +78,12 @@ func TestProcFSFindAndCache(t *testing.T) {
 	}{
 		{"cold miss scans", nil, 5001, 100, 2},
 		{"warm hit does not scan", nil, 5001, 100, 0},
-		{"scan stopped at the first hit, so the other pid is found later", nil, 6001, 200, 1},
-		{"new pid found", func() { fp.addProc(300, 1, 7000, "/bin/nc", map[int]string{5: sock(7001)}) }, 7001, 300, 1},
+		// Each miss first looks at the recent owners (one scan each), then scans.
+		{"scan stopped at the first hit, so the other pid is found later", nil, 6001, 200, 1 + 1},
+		{"new pid found", func() { fp.addProc(300, 1, 7000, "/bin/nc", map[int]string{5: sock(7001)}) }, 7001, 300, 2 + 1},
+		{"a recent owner's new socket takes one scan", func() { fp.setFD(300, 6, sock(7002)) }, 7002, 300, 1},
 		{"socket moved to another pid", func() { fp.setFD(100, 3, ""); fp.setFD(200, 9, sock(5001)) }, 5001, 200, 3},
-		{"fd reused by a new socket in a known pid", func() { fp.setFD(100, 4, sock(5002)) }, 5002, 100, 3},
+		{"fd reused by a new socket in a known pid", func() { fp.setFD(100, 4, sock(5002)) }, 5002, 100, 3 + 3},
 	}
 	for _, s := range steps {
 		if s.before != nil {
