@@ -243,7 +243,28 @@ func (a *Accounter) reconcile(ctx context.Context, infos []ifaceInfo, caps map[s
 		go func() {
 			defer wg.Done()
 			defer close(h.done)
-			a.capture(cctx, name, in, h.addrs, e, src)
+			// DNS answers get a capture of their own that hands each one
+			// over at once: the counting ring delivers in blocks, and an app
+			// connects a moment after its answer arrives.
+			onDNS := a.cfg.OnDNS
+			var dnsDone chan struct{}
+			if onDNS != nil {
+				if ds, err := openDNSSource(in); err == nil {
+					dnsDone = make(chan struct{})
+					go func() {
+						defer close(dnsDone)
+						a.captureDNS(cctx, in, h.addrs, ds)
+					}()
+					onDNS = nil
+				} else if !errors.Is(err, ErrUnsupported) {
+					a.log.Debug("no separate DNS capture; answers come with the counting ring", "iface", name, "err", err)
+				}
+			}
+			a.capture(cctx, name, in, h.addrs, e, src, onDNS)
+			if dnsDone != nil {
+				cancel()
+				<-dnsDone
+			}
 		}()
 	}
 	return openErr
@@ -271,7 +292,7 @@ func (a *Accounter) entry(name string) *ifaceEntry {
 }
 
 // capture reads src until ctx ends or src fails, counting into e.
-func (a *Accounter) capture(ctx context.Context, name string, in ifaceInfo, addrs *atomic.Pointer[[]netip.Addr], e *ifaceEntry, src packetSource) {
+func (a *Accounter) capture(ctx context.Context, name string, in ifaceInfo, addrs *atomic.Pointer[[]netip.Addr], e *ifaceEntry, src packetSource, onDNS func([]byte, bool)) {
 	e.capturing.Store(true)
 	defer e.capturing.Store(false)
 	var stop atomic.Bool
@@ -334,7 +355,7 @@ func (a *Accounter) capture(ctx context.Context, name string, in ifaceInfo, addr
 			}
 			return
 		}
-		if !countFrame(c, &p, data, wire, in.Link, mac, addrs, a.cfg.OnDNS) {
+		if !countFrame(c, &p, data, wire, in.Link, mac, addrs, onDNS) {
 			undecoded++
 		}
 		if p.HasPorts && p.SrcPort == dnsPort && len(p.Payload) > 0 && !p.Complete {
@@ -344,6 +365,28 @@ func (a *Accounter) capture(ctx context.Context, name string, in ifaceInfo, addr
 			flush()
 			nextStats = ts.Add(a.cfg.StatsInterval)
 		}
+	}
+}
+
+// captureDNS reads DNS answers from src (a capture that sees nothing else)
+// and hands them to OnDNS. Nothing is counted here: the counting ring sees
+// the same packets.
+func (a *Accounter) captureDNS(ctx context.Context, in ifaceInfo, addrs *atomic.Pointer[[]netip.Addr], src packetSource) {
+	defer src.close()
+	var stop atomic.Bool
+	unhook := context.AfterFunc(ctx, func() { stop.Store(true) })
+	defer unhook()
+	scratch := newCounters(1)
+	var p packetInfo
+	for !stop.Load() {
+		data, wire, _, err := src.next()
+		if errors.Is(err, errNoPacket) {
+			continue
+		}
+		if err != nil {
+			return
+		}
+		countFrame(scratch, &p, data, wire, in.Link, in.MAC, addrs, a.cfg.OnDNS)
 	}
 }
 

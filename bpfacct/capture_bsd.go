@@ -68,3 +68,7 @@ func linkTypeOf(ifc net.Interface) LinkType {
 	}
 	return LinkNull
 }
+
+// openDNSSource: the BSD capture has no filter, so DNS answers come with the
+// counting capture.
+func openDNSSource(in ifaceInfo) (packetSource, error) { return nil, ErrUnsupported }

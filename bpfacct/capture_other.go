@@ -14,3 +14,5 @@ func linkTypeOf(ifc net.Interface) LinkType {
 	}
 	return LinkRawIP
 }
+
+func openDNSSource(in ifaceInfo) (packetSource, error) { return nil, ErrUnsupported }
