@@ -48,8 +48,8 @@ ip -n "$C" link set "$VC" up; ip -n "$S" link set "$VS" up
 # Rates in bytes per second; each transfer lasts about $secs seconds.
 if [ $quick = 1 ]; then rates="262144 4194304"; secs=3; else rates="32768 262144 1048576 4194304 33554432 104857600"; secs=6; fi
 mkdir -p "$tmp/www"
-maxrate=$(echo $rates | tr ' ' '\n' | sort -n | tail -1)
-truncate -s $((maxrate * (secs + 2))) "$tmp/www/blob"
+# One file per rate, sized for $secs seconds (python's http.server ignores Range).
+for r in $rates; do truncate -s $((r * secs)) "$tmp/www/blob-$r"; done
 ip netns exec "$S" python3 -m http.server 8080 --bind 198.18.0.2 --directory "$tmp/www" >/dev/null 2>&1 &
 echo $! > "$tmp/http"
 sleep 0.5
@@ -61,27 +61,26 @@ ip netns exec "$C" bin/netshape start --state-dir "$tmp/state" --socket "$sock" 
 echo $! > "$tmp/pid"
 for _ in $(seq 50); do $N status >/dev/null 2>&1 && break; sleep 0.1; done
 
-# fetch BYTES [wrapper...]: prints the download speed in bytes per second.
+# fetch RATE [wrapper...]: downloads blob-RATE and prints the speed in bytes per second.
 fetch() {
-	n=$1; shift
-	ip netns exec "$C" "$@" curl -s -o /dev/null -r "0-$((n - 1))" -w '%{speed_download}' http://198.18.0.2:8080/blob
+	f=$1; shift
+	ip netns exec "$C" "$@" curl -s -o /dev/null -w '%{speed_download}' "http://198.18.0.2:8080/blob-$f"
 }
 
 echo "rate_Bps,contender,achieved_Bps,ratio" > "$tmp/csv"
 for r in $rates; do
-	n=$((r * secs))
 	# netshape: a host cap.
 	rid=$($N rule add --host 198.18.0.2 --action allow --rate-in "${r}B/s")
-	a=$(fetch $n)
+	a=$(fetch $r)
 	$N rule rm "$rid"
 	echo "$r,netshape,$a" >> "$tmp/csv"
 	# tc tbf on the server's egress (the download direction).
 	ip netns exec "$S" tc qdisc add dev "$VS" root tbf rate "$((r * 8))bit" burst "$(( r / 10 > 3200 ? r / 10 : 3200 ))" latency 200ms
-	a=$(fetch $n)
+	a=$(fetch $r)
 	ip netns exec "$S" tc qdisc del dev "$VS" root
 	echo "$r,tc-tbf,$a" >> "$tmp/csv"
 	# trickle: userspace, per process (-s standalone, -d in KB/s).
-	a=$(fetch $n trickle -s -d $((r / 1024)))
+	a=$(fetch $r trickle -s -d $((r / 1024)))
 	echo "$r,trickle,$a" >> "$tmp/csv"
 done
 
