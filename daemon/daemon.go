@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"net"
 	"path/filepath"
 	"slices"
 	"sync/atomic"
@@ -231,6 +232,9 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		d.shaper.Restore(fromStoreQuotas(qs))
 	}
 
+	if !hasIPv6Loopback() {
+		d.warn("no IPv6 loopback (::1): the proxy listens on 127.0.0.1 only, and redirected IPv6 connections are refused")
+	}
 	p, err := proxy.New(proxy.Config{
 		Listen:      listenAddrs(cfg.Port),
 		OriginalDst: red.OriginalDst,
@@ -320,6 +324,21 @@ func listenAddrs(port uint16) []netip.AddrPort {
 		as = append(as, netip.AddrPortFrom(netip.IPv6Loopback(), port))
 	}
 	return as
+}
+
+// hasIPv6Loopback reports whether ::1 is configured (a namespace whose lo is
+// down, or a system without IPv6, has none).
+func hasIPv6Loopback() bool {
+	as, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, a := range as {
+		if n, ok := a.(*net.IPNet); ok && n.IP.Equal(net.IPv6loopback) {
+			return true
+		}
+	}
+	return false
 }
 
 func (d *Daemon) stop() { d.stopOnce.Do(func() { close(d.stopc) }) }

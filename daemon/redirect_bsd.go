@@ -31,5 +31,3 @@ func newRedirector(cfg Config, log *slog.Logger) (Redirector, error) {
 		NoIPv6:     !hasIPv6Loopback(),
 	}, log)
 }
-
-func hasIPv6Loopback() bool { return true }

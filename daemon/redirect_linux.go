@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"log/slog"
-	"os"
 
 	"github.com/netshape/netshape/nftctl"
 )
@@ -13,9 +12,4 @@ func newRedirector(cfg Config, log *slog.Logger) (Redirector, error) {
 		Bypass:    cfg.Bypass,
 		BlockQUIC: cfg.BlockQUIC,
 	}, log), nil
-}
-
-func hasIPv6Loopback() bool {
-	b, err := os.ReadFile("/proc/sys/net/ipv6/conf/lo/disable_ipv6")
-	return err == nil && len(b) > 0 && b[0] == '0'
 }

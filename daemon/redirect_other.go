@@ -15,5 +15,3 @@ var ErrUnsupported = errors.New("unsupported system")
 func newRedirector(cfg Config, log *slog.Logger) (Redirector, error) {
 	return nil, fmt.Errorf("%w: netshape has no redirect backend for %s", ErrUnsupported, runtime.GOOS)
 }
-
-func hasIPv6Loopback() bool { return true }
