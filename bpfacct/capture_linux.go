@@ -41,18 +41,25 @@ func openSource(in ifaceInfo, snaplen, ringBytes int) (packetSource, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open AF_PACKET ring on %s: %w", in.Name, err)
 	}
-	prog, err := snapFilter(in.Link, snaplen, dnsSnaplen)
-	if err == nil {
-		var raw []bpf.RawInstruction
-		if raw, err = bpf.Assemble(prog); err == nil {
-			err = tp.SetBPF(raw)
-		}
-	}
-	if err != nil {
+	if err := setFilter(tp, in.Link, snaplen); err != nil {
 		tp.Close()
 		return nil, fmt.Errorf("attach snap-length filter on %s: %w", in.Name, err)
 	}
 	return &afpacketSource{tp: tp}, nil
+}
+
+// setFilter attaches snapFilter: snap bytes of every packet, DNS answers whole
+// (snap 0 keeps DNS answers only).
+func setFilter(tp *afpacket.TPacket, link LinkType, snap int) error {
+	prog, err := snapFilter(link, snap, dnsSnaplen)
+	if err != nil {
+		return err
+	}
+	raw, err := bpf.Assemble(prog)
+	if err != nil {
+		return err
+	}
+	return tp.SetBPF(raw)
 }
 
 func (s *afpacketSource) next() ([]byte, int, time.Time, error) {
@@ -110,14 +117,7 @@ func openDNSSource(in ifaceInfo) (packetSource, error) {
 		return nil, fmt.Errorf("open DNS capture on %s: %w", in.Name, err)
 	}
 	// A snap length of 0 for everything but DNS answers drops it in the kernel.
-	prog, err := snapFilter(in.Link, 0, dnsSnaplen)
-	if err == nil {
-		var raw []bpf.RawInstruction
-		if raw, err = bpf.Assemble(prog); err == nil {
-			err = tp.SetBPF(raw)
-		}
-	}
-	if err != nil {
+	if err := setFilter(tp, in.Link, 0); err != nil {
 		tp.Close()
 		return nil, fmt.Errorf("attach DNS filter on %s: %w", in.Name, err)
 	}
