@@ -183,7 +183,7 @@ func (c *conn) run() bool {
 		return false
 	}
 	if !sniffed {
-		c.sniff(&f, 0, 0)
+		sniffed = c.sniff(&f, 0, 0)
 	}
 	if f.Host == "" && h.NameLater != nil {
 		f.Host, f.HostSource = h.NameLater(f.Dst.Addr())
