@@ -290,7 +290,7 @@ func TestIdleConnectionsNoLeak(t *testing.T) {
 	func() {
 		h := newHarness(t, Hooks{})
 		h.server(func(c *net.TCPConn) { io.Copy(io.Discard, c) })
-		const n = 300
+		const n = 1000 // 4 descriptors each in this one process: client, accepted, upstream, server side
 		cs := make([]net.Conn, 0, n)
 		for i := 0; i < n; i++ {
 			c, err := net.Dial("tcp", h.addr)

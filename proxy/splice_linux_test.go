@@ -1,0 +1,41 @@
+package proxy
+
+import (
+	"io"
+	"net"
+	"testing"
+	"time"
+)
+
+// An idle relayed connection holds its two sockets and nothing else: no
+// splice pipe waits with it.
+func TestIdleRelayHoldsNoPipe(t *testing.T) {
+	h := newHarness(t, Hooks{})
+	h.server(func(c *net.TCPConn) {
+		b := make([]byte, 1)
+		for {
+			if _, err := c.Read(b); err != nil {
+				return
+			}
+			c.Write(b)
+		}
+	})
+	before := countFDs(t)
+	const n = 200
+	for i := 0; i < n; i++ {
+		c := h.dial()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.Write([]byte{'x'})
+		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(50 * time.Millisecond) // let the relay loops go back to waiting
+	// Per connection: the client, the accepted socket, the upstream socket
+	// and the server's socket, all in this process; pipes would add 4 more.
+	per := float64(countFDs(t)-before) / n
+	t.Logf("%.2f descriptors per relayed connection (client and server included)", per)
+	if per > 4.2 {
+		t.Fatalf("%.2f descriptors per idle relayed connection, want 4 (no pipes held)", per)
+	}
+}
