@@ -243,7 +243,7 @@ func (c *conn) sniff(f *flow.Flow, wait, more time.Duration) bool {
 	}
 	// Most first messages fit in 4 KiB; a larger ClientHello (post-quantum
 	// key shares, many extensions) gets 16 KiB.
-	pool := &smallPeek
+	pool := &c.p.peekBufs.small
 	bp := pool.Get().(*[]byte)
 	defer func() { pool.Put(bp) }()
 	buf := *bp
@@ -269,11 +269,11 @@ func (c *conn) sniff(f *flow.Flow, wait, more time.Duration) bool {
 			return false
 		}
 		if n == len(buf) {
-			if pool == &bigPeek {
+			if pool == &c.p.peekBufs.big {
 				return false
 			}
 			pool.Put(bp)
-			pool = &bigPeek
+			pool = &c.p.peekBufs.big
 			bp = pool.Get().(*[]byte)
 			buf = *bp
 			continue
@@ -296,10 +296,16 @@ func (c *conn) sniff(f *flow.Flow, wait, more time.Duration) bool {
 // its rest while nothing depends on its name.
 const lateSniffMore = 0
 
-var (
-	smallPeek = sync.Pool{New: func() any { b := make([]byte, 4<<10); return &b }}
-	bigPeek   = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
-)
+// peekBufs are the proxy's pools of peek buffers: 4 KiB, and 16 KiB for a
+// first message that needs more.
+type peekBufs struct{ small, big sync.Pool }
+
+func newPeekBufs() *peekBufs {
+	return &peekBufs{
+		small: sync.Pool{New: func() any { b := make([]byte, 4<<10); return &b }},
+		big:   sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }},
+	}
+}
 
 // hold keeps the flow until Ask answers, the client gives up, or the daemon stops.
 func (c *conn) hold(f *flow.Flow) Action {

@@ -107,11 +107,12 @@ type Stats struct {
 
 // Proxy is the transparent proxy. Create it with New, start it with Serve.
 type Proxy struct {
-	cfg    Config
-	log    *slog.Logger
-	dialer net.Dialer
-	ifaces ifaceCache
-	pipes  pipePool
+	cfg      Config
+	log      *slog.Logger
+	dialer   net.Dialer
+	ifaces   ifaceCache
+	pipes    pipePool
+	peekBufs *peekBufs
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -154,13 +155,14 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &Proxy{
-		cfg:    cfg,
-		log:    cfg.Logger,
-		ctx:    ctx,
-		cancel: cancel,
-		live:   make(map[uint64]*conn),
-		dialer: net.Dialer{Timeout: cfg.DialTimeout, Control: cfg.DialControl},
-		pipes:  newPipePool(),
+		cfg:      cfg,
+		log:      cfg.Logger,
+		ctx:      ctx,
+		cancel:   cancel,
+		live:     make(map[uint64]*conn),
+		dialer:   net.Dialer{Timeout: cfg.DialTimeout, Control: cfg.DialControl},
+		pipes:    newPipePool(),
+		peekBufs: newPeekBufs(),
 	}
 	return p, nil
 }
