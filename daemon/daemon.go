@@ -288,6 +288,8 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	defer func() {
 		stopBG()
 		d.wg.Wait()
+		// The flows cut by stopping are recorded too (Close is idempotent).
+		p.Close()
 		d.flushUsage(time.Now())
 		d.saveQuotas()
 	}()

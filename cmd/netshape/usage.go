@@ -31,7 +31,7 @@ func usageCommand() *cli.Command {
 		Flags: []cli.Flag{
 			socketFlag, jsonFlag,
 			&cli.BoolFlag{Name: "csv", Usage: "print CSV"},
-			&cli.StringFlag{Name: "by", Value: "app", Usage: "group by app, host, iface, category or day"},
+			&cli.StringFlag{Name: "by", Value: "app", Usage: "group by app, host, iface, category or day (UTC days)"},
 			&cli.StringFlag{Name: "since", Usage: "only the last `DUR` (90m, 24h, 7d)"},
 			&cli.StringFlag{Name: "from", Usage: "from `DATE` (2006-01-02, local time, or RFC 3339)"},
 			&cli.StringFlag{Name: "to", Usage: "up to `DATE` (exclusive)"},
