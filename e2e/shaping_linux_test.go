@@ -43,8 +43,9 @@ func TestHostRateCap(t *testing.T) {
 	rate := float64(got) / took.Seconds()
 	t.Logf("capped download: %.0f B/s (cap 1e6)", rate)
 	// The bucket starts full (one burst), so the first second may run ahead:
-	// within 10% over the whole transfer. A loaded machine can only be slower.
-	if rate > 1.1e6 || rate < 0.8e6 {
+	// within 10% over the whole transfer. A loaded machine can only be slower,
+	// so the lower bound is looser (the benchmark has the precise figure).
+	if rate > 1.1e6 || rate < 0.7e6 {
 		t.Fatalf("rate %.0f B/s, want 1 MB/s within 10%%", rate)
 	}
 }
