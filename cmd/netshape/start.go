@@ -29,7 +29,7 @@ A run killed with -9 leaves them: the next start, or "netshape cleanup", removes
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 			&cli.StringFlag{Name: "config", Usage: "policy `FILE` (TOML: default action, rules, categories; see README)"},
 			&cli.StringFlag{Name: "default", Usage: "`ACTION` when no rule matches: allow (default), ask or deny"},
-			&cli.DurationFlag{Name: "prompt-timeout", Usage: "how long a held connection waits for an answer (default 30s); then the timeout action applies once"},
+			&cli.DurationFlag{Name: "prompt-timeout", Value: policy.DefaultPromptTimeout, Usage: "how long a held connection waits for an answer (the config file's prompt_timeout unless set); then the timeout action applies once"},
 			&cli.IntFlag{Name: "max-pending", Value: 64, Usage: "most questions waiting at once; past it new ones get the timeout action at once"},
 			&cli.BoolFlag{Name: "capture", Value: true, Usage: "capture on interfaces: DNS names, full accounting, interface quotas"},
 			&cli.StringSliceFlag{Name: "iface", Usage: "capture on `IF` (repeatable; default every interface that is up and not loopback)"},
