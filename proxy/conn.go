@@ -6,9 +6,11 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/netshape/netshape/flow"
@@ -34,6 +36,7 @@ type conn struct {
 	f  flow.Flow // ID, Src, Dst never change after handle starts
 
 	abortOnce sync.Once
+	dir       [2]*direction // set when relaying; guarded by mu
 }
 
 func (c *conn) snapshot() flow.Flow {
@@ -64,6 +67,16 @@ func (c *conn) abort(reason string) {
 	c.abortOnce.Do(func() {
 		c.setErr(reason)
 		c.cancel()
+		// Parked directions get no event once their socket is closed:
+		// resume them first, so they see the abort and end the flow.
+		c.mu.Lock()
+		dirs := c.dir
+		c.mu.Unlock()
+		for _, x := range dirs {
+			if x != nil {
+				c.p.wake(x)
+			}
+		}
 		reset(c.client)
 		if u := c.up.Load(); u != nil {
 			reset(u)
@@ -339,11 +352,61 @@ func (c *conn) hold(f *flow.Flow) Action {
 	return a
 }
 
+// direction is one half of a relayed flow: src to dst.
+type direction struct {
+	c        *conn
+	d        Dir
+	dst, src *net.TCPConn
+	srcRC    syscall.RawConn
+	n        *atomic.Int64
+	lim      Limiter
+	end      func() // the flow's; the second direction to end closes it
+
+	sniffFirst bool // wait (bounded) for the client's first bytes before copying (Out only)
+
+	// Touched only by the running direction:
+	deadline time.Time // src's read deadline while lingering, zero when none
+	inEpoll  bool      // src is in the parker's epoll set
+
+	parkID atomic.Uint64 // the parker's entry while parked
+}
+
+// linger is how long a drained direction waits for more bytes on its
+// goroutine before it parks. A busy flow's gaps are microseconds and waiting
+// in the runtime's poller costs nothing; parking and resuming costs two
+// syscalls and a new goroutine, which would halve a bulk transfer's speed.
+const linger = 5 * time.Millisecond
+
+// wait waits until src is readable: on this goroutine for up to linger,
+// then parked. parked true means the parker owns x now. An error (a reset)
+// is the copy's error.
+func (x *direction) wait() (parked bool, err error) {
+	if x.c.p.parker == nil {
+		return false, waitReadable(x.srcRC)
+	}
+	// Move the read deadline only when it is getting close: a bulk flow
+	// waits thousands of times a second.
+	now := time.Now()
+	if x.deadline.Sub(now) < linger/2 {
+		x.deadline = now.Add(linger)
+		x.src.SetReadDeadline(x.deadline)
+	}
+	err = waitReadable(x.srcRC)
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		return false, err
+	}
+	// Idle: clear the deadline (the next read after a wake must not fail
+	// on it) and park.
+	x.deadline = time.Time{}
+	x.src.SetReadDeadline(time.Time{})
+	if x.c.p.parkNow(x) {
+		return true, nil
+	}
+	return false, waitReadable(x.srcRC)
+}
+
 // relay copies both directions until both end, then closes both sides.
 func (c *conn) relay(up *net.TCPConn, lim Limiter, sniffFirst bool) {
-	// Both directions run on fresh goroutines and the setup goroutine ends:
-	// its stack grew while identifying and dialling, and an idle relayed
-	// connection should not keep it. The last direction to end closes the flow.
 	var left atomic.Int32
 	left.Store(2)
 	end := func() {
@@ -359,58 +422,93 @@ func (c *conn) relay(up *net.TCPConn, lim Limiter, sniffFirst bool) {
 		c.p.unregister(c)
 		c.p.wg.Done()
 	}
-	go func() {
-		defer end()
-		defer c.p.recoverFlow(c)
-		c.copy(c.client, up, In, &c.in, lim)
-	}()
-	go func() {
-		defer end()
-		defer c.p.recoverFlow(c)
-		if sniffFirst {
-			c.lateSniff()
+	in := &direction{c: c, d: In, dst: c.client, src: up, n: &c.in, lim: lim, end: end}
+	out := &direction{c: c, d: Out, dst: up, src: c.client, n: &c.out, lim: lim, end: end, sniffFirst: sniffFirst}
+	for _, x := range c.dirs(in, out) {
+		x.srcRC, _ = x.src.SyscallConn() // fails only for a nil conn
+	}
+	// Each direction lingers a moment for bytes on its goroutine, then
+	// parks. The upload side carries on here: the setup goroutine, whose
+	// stack grew while identifying and dialling, ends when it parks. Without
+	// a parker it would hold that stack for the life of the flow.
+	go in.run()
+	if c.p.parker == nil {
+		go out.run()
+		return
+	}
+	out.run()
+}
+
+// dirs stores both directions on c so abort can wake them, and returns them.
+func (c *conn) dirs(in, out *direction) [2]*direction {
+	c.mu.Lock()
+	c.dir = [2]*direction{in, out}
+	c.mu.Unlock()
+	return c.dir
+}
+
+// run carries the direction on until it ends or parks.
+func (x *direction) run() {
+	ended := true // also when copy panics: recoverFlow aborts the flow, then it ends
+	defer func() {
+		if ended {
+			x.end()
 		}
-		c.copy(up, c.client, Out, &c.out, lim)
 	}()
+	defer x.c.p.recoverFlow(x.c)
+	if x.sniffFirst {
+		x.sniffFirst = false
+		x.c.lateSniff()
+	}
+	ended = x.copy()
 }
 
 // copy moves src to dst in chunks until EOF, then half-closes dst. Any other
-// error resets both sides, so a reset on one side reaches the other.
-func (c *conn) copy(dst, src *net.TCPConn, d Dir, n *atomic.Int64, lim Limiter) {
+// error resets both sides, so a reset on one side reaches the other. When src
+// has nothing to read, the direction parks and copy returns false: the
+// parker runs it again on a new goroutine once src is readable.
+func (x *direction) copy() (ended bool) {
+	c := x.c
 	for {
 		want := chunk
-		if lim != nil {
-			g, err := lim.Grant(c.ctx, d, chunk)
+		if x.lim != nil {
+			g, err := x.lim.Grant(c.ctx, x.d, chunk)
 			if err != nil {
 				if c.ctx.Err() != nil {
 					c.abort(err.Error())
 				} else {
 					c.cut(err)
 				}
-				return
+				return true
 			}
 			want = g
 		}
-		w, err := c.p.transfer(dst, src, want)
-		n.Add(w)
-		if lim != nil {
-			if qerr := lim.Done(d, int(w)); qerr != nil {
+		w, drained, err := c.p.transfer(x.dst, x.src, want)
+		x.n.Add(w)
+		if x.lim != nil {
+			if qerr := x.lim.Done(x.d, int(w)); qerr != nil {
 				c.cut(qerr)
-				return
+				return true
+			}
+		}
+		if err == nil && drained {
+			var parked bool
+			if parked, err = x.wait(); parked {
+				return false
 			}
 		}
 		switch {
 		case err == nil:
 			continue
 		case err == io.EOF:
-			dst.CloseWrite()
-			return
+			x.dst.CloseWrite()
+			return true
 		default:
 			if c.ctx.Err() == nil {
 				c.setErr(err.Error())
 			}
 			c.abort(err.Error())
-			return
+			return true
 		}
 	}
 }

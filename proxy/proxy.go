@@ -112,6 +112,7 @@ type Proxy struct {
 	dialer   net.Dialer
 	ifaces   ifaceCache
 	pipes    pipePool
+	parker   *parker // nil: idle relay directions wait on their own goroutine
 	peekBufs *peekBufs
 
 	ctx    context.Context
@@ -163,6 +164,11 @@ func New(cfg Config) (*Proxy, error) {
 		dialer:   net.Dialer{Timeout: cfg.DialTimeout, Control: cfg.DialControl},
 		pipes:    newPipePool(),
 		peekBufs: newPeekBufs(),
+	}
+	if pk, err := newParker(p.log.Warn); err == nil {
+		p.parker = pk
+	} else if !errors.Is(err, errors.ErrUnsupported) {
+		p.log.Warn("idle connections will cost a goroutine each", "err", err)
 	}
 	return p, nil
 }
@@ -279,6 +285,9 @@ func (p *Proxy) Close() error {
 	}
 	p.wg.Wait()
 	p.pipes.drain()
+	if p.parker != nil {
+		p.parker.close()
+	}
 	return nil
 }
 
@@ -384,6 +393,18 @@ func (p *Proxy) unregister(c *conn) {
 	p.mu.Unlock()
 	if h := p.cfg.Hooks.Closed; h != nil {
 		h(&f)
+	}
+}
+
+// parkNow parks x until its source is readable and reports whether it did.
+func (p *Proxy) parkNow(x *direction) bool {
+	return p.parker != nil && p.parker.park(x)
+}
+
+// wake resumes x if it is parked.
+func (p *Proxy) wake(x *direction) {
+	if p.parker != nil {
+		p.parker.wake(x)
 	}
 }
 

@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"errors"
 	"io"
+	"os"
 	"net"
 	"syscall"
 
@@ -9,12 +11,13 @@ import (
 )
 
 // The Linux relay moves bytes socket → pipe → socket with splice(2), like
-// net.TCPConn.ReadFrom, but it waits for a readable socket before it takes a
-// pipe and gives the pipe back as soon as the socket has nothing more to give:
-// an idle connection holds no pipe (2 descriptors, not 6) and counters move
-// with every burst rather than every chunk. Pipes keep the default 64 KiB:
-// larger ones measured slower here (BenchmarkRelayVsDirect: 0.72-0.78 of
-// direct at 64 KiB, 0.58-0.60 at 128 KiB to 1 MiB).
+// net.TCPConn.ReadFrom, but it never waits for its source with a pipe taken:
+// transfer moves what the source has and returns when it has no more, so an
+// idle connection holds no pipe (2 descriptors, not 6) and counters move
+// with every burst rather than every chunk. The caller then waits (lingers,
+// then parks: park_linux.go). Pipes keep the default 64 KiB: larger ones
+// measured slower here (BenchmarkRelayVsDirect: 0.72-0.78 of direct at
+// 64 KiB, 0.58-0.60 at 128 KiB to 1 MiB).
 
 type pipe struct{ r, w int }
 
@@ -62,28 +65,26 @@ func (pp pipePool) drain() {
 
 func newPipePool() pipePool { return make(pipePool, 64) }
 
-// transfer moves up to max bytes from src to dst. It waits until src is
-// readable, then moves what src has (more arrives while it writes) and returns
-// when src has nothing more right now, max is reached, src ended (io.EOF) or
-// something failed.
-func (p *Proxy) transfer(dst, src *net.TCPConn, max int) (int64, error) {
+// transfer moves up to max bytes from src to dst without waiting for src: it
+// moves what src has (more may arrive while it writes) and returns when src
+// has nothing more right now (drained), max is reached, src ended (io.EOF) or
+// something failed. It waits only for dst to take the bytes.
+func (p *Proxy) transfer(dst, src *net.TCPConn, max int) (moved int64, drained bool, err error) {
 	srcRC, err := src.SyscallConn()
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	dstRC, err := dst.SyscallConn()
 	if err != nil {
-		return 0, err
-	}
-	if err := waitReadable(srcRC); err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	pp, err := p.pipes.get()
 	if err != nil {
 		// Out of descriptors for a pipe: copy through user space instead.
-		return io.CopyN(dst, src, int64(max))
+		// This blocks until src has bytes, like a parked wait would.
+		n, err := io.CopyN(dst, src, int64(max))
+		return n, false, err
 	}
-	var moved int64
 	inPipe := 0
 	defer func() {
 		if inPipe == 0 {
@@ -95,29 +96,26 @@ func (p *Proxy) transfer(dst, src *net.TCPConn, max int) (int64, error) {
 	for moved < int64(max) {
 		var n int
 		var serr error
-		again := false
 		err := srcRC.Read(func(fd uintptr) bool {
 			n, serr = spliceNB(int(fd), pp.w, max-int(moved))
-			if serr == unix.EAGAIN {
-				if moved > 0 {
-					again = true // nothing more now: return what moved
-					return true
-				}
-				return false // wait for data
-			}
 			return true
 		})
-		if err != nil {
-			return moved, err
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// The linger deadline of the wait before passed: src was not
+			// even tried. The caller waits again, which renews it.
+			return moved, true, nil
 		}
-		if again {
-			return moved, nil
+		if err != nil {
+			return moved, false, err
+		}
+		if serr == unix.EAGAIN {
+			return moved, true, nil
 		}
 		if serr != nil {
-			return moved, wrapSplice("read", serr)
+			return moved, false, wrapSplice("read", serr)
 		}
 		if n == 0 {
-			return moved, io.EOF
+			return moved, false, io.EOF
 		}
 		inPipe = n
 		for inPipe > 0 {
@@ -128,16 +126,16 @@ func (p *Proxy) transfer(dst, src *net.TCPConn, max int) (int64, error) {
 				return werr != unix.EAGAIN
 			})
 			if err != nil {
-				return moved, err
+				return moved, false, err
 			}
 			if werr != nil {
-				return moved, wrapSplice("write", werr)
+				return moved, false, wrapSplice("write", werr)
 			}
 			inPipe -= m
 			moved += int64(m)
 		}
 	}
-	return moved, nil
+	return moved, false, nil
 }
 
 func spliceNB(in, out, n int) (int, error) {
