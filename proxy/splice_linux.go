@@ -3,8 +3,8 @@ package proxy
 import (
 	"errors"
 	"io"
-	"os"
 	"net"
+	"os"
 	"syscall"
 
 	"golang.org/x/sys/unix"
