@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -34,6 +33,10 @@ type conn struct {
 
 	mu sync.Mutex
 	f  flow.Flow // ID, Src, Dst never change after handle starts
+
+	// sniffDone: the client's first bytes were seen and name no host (or
+	// it closed). Touched by the setup goroutine, then the upload direction.
+	sniffDone bool
 
 	abortOnce sync.Once
 	dir       [2]*direction // set when relaying; guarded by mu
@@ -205,7 +208,7 @@ func (c *conn) run() bool {
 	c.update(func(cf *flow.Flow) {
 		cf.Host, cf.HostSource, cf.Iface, cf.State = f.Host, f.HostSource, iface, flow.StateOpen
 	})
-	c.relay(up, lim, !sniffed)
+	c.relay(up, lim, !sniffed && !c.sniffDone)
 	return true
 }
 
@@ -254,6 +257,9 @@ func (c *conn) sniff(f *flow.Flow, wait, more time.Duration) bool {
 	if f.HostSource == flow.HostSNI || f.HostSource == flow.HostHTTP {
 		return true
 	}
+	if c.sniffDone {
+		return false
+	}
 	// Most first messages fit in 4 KiB; a larger ClientHello (post-quantum
 	// key shares, many extensions) gets 16 KiB.
 	pool := &c.p.peekBufs.small
@@ -264,11 +270,16 @@ func (c *conn) sniff(f *flow.Flow, wait, more time.Duration) bool {
 	started := false
 	for {
 		n, err := peek(c.client, buf, wait > 0, deadline)
-		if err != nil || n == 0 {
+		if err != nil {
+			return false
+		}
+		if n == 0 {
+			c.sniffDone = true // the client closed: no name will come
 			return false
 		}
 		host, src, err := sniff.Detect(buf[:n])
 		if _, perr := netip.ParseAddr(host); perr == nil {
+			c.sniffDone = true
 			return false // an address literal (Host: 10.0.0.1) names nothing
 		}
 		if err == nil && host != "" {
@@ -279,10 +290,12 @@ func (c *conn) sniff(f *flow.Flow, wait, more time.Duration) bool {
 			return true
 		}
 		if !errors.Is(err, sniff.ErrNeedMore) {
+			c.sniffDone = true // neither TLS nor HTTP: looking again finds nothing
 			return false
 		}
 		if n == len(buf) {
 			if pool == &c.p.peekBufs.big {
+				c.sniffDone = true
 				return false
 			}
 			pool.Put(bp)
@@ -367,42 +380,9 @@ type direction struct {
 	// Touched only by the running direction:
 	deadline time.Time // src's read deadline while lingering, zero when none
 	inEpoll  bool      // src is in the parker's epoll set
+	noPark   bool      // parking failed: wait on the goroutine
 
 	parkID atomic.Uint64 // the parker's entry while parked
-}
-
-// linger is how long a drained direction waits for more bytes on its
-// goroutine before it parks. A busy flow's gaps are microseconds and waiting
-// in the runtime's poller costs nothing; parking and resuming costs two
-// syscalls and a new goroutine, which would halve a bulk transfer's speed.
-const linger = 5 * time.Millisecond
-
-// wait waits until src is readable: on this goroutine for up to linger,
-// then parked. parked true means the parker owns x now. An error (a reset)
-// is the copy's error.
-func (x *direction) wait() (parked bool, err error) {
-	if x.c.p.parker == nil {
-		return false, waitReadable(x.srcRC)
-	}
-	// Move the read deadline only when it is getting close: a bulk flow
-	// waits thousands of times a second.
-	now := time.Now()
-	if x.deadline.Sub(now) < linger/2 {
-		x.deadline = now.Add(linger)
-		x.src.SetReadDeadline(x.deadline)
-	}
-	err = waitReadable(x.srcRC)
-	if !errors.Is(err, os.ErrDeadlineExceeded) {
-		return false, err
-	}
-	// Idle: clear the deadline (the next read after a wake must not fail
-	// on it) and park.
-	x.deadline = time.Time{}
-	x.src.SetReadDeadline(time.Time{})
-	if x.c.p.parkNow(x) {
-		return true, nil
-	}
-	return false, waitReadable(x.srcRC)
 }
 
 // relay copies both directions until both end, then closes both sides.
@@ -469,6 +449,7 @@ func (x *direction) run() {
 // parker runs it again on a new goroutine once src is readable.
 func (x *direction) copy() (ended bool) {
 	c := x.c
+	wait := false // after a wake or at the start src is (likely) readable: do not wait
 	for {
 		want := chunk
 		if x.lim != nil {
@@ -483,7 +464,10 @@ func (x *direction) copy() (ended bool) {
 			}
 			want = g
 		}
-		w, drained, err := c.p.transfer(x.dst, x.src, want)
+		if wait {
+			x.linger()
+		}
+		w, drained, err := c.p.transfer(x.dst, x.src, want, wait)
 		x.n.Add(w)
 		if x.lim != nil {
 			if qerr := x.lim.Done(x.d, int(w)); qerr != nil {
@@ -491,15 +475,18 @@ func (x *direction) copy() (ended bool) {
 				return true
 			}
 		}
-		if err == nil && drained {
-			var parked bool
-			if parked, err = x.wait(); parked {
+		switch {
+		case err == nil && drained && wait && w == 0:
+			// Nothing for a linger: idle. The next read after a wake must
+			// not fail on the old deadline.
+			x.deadline = time.Time{}
+			x.src.SetReadDeadline(time.Time{})
+			if c.p.parkNow(x) {
 				return false
 			}
-		}
-		switch {
+			x.noPark = true // wait on this goroutine from now on
 		case err == nil:
-			continue
+			wait = drained
 		case err == io.EOF:
 			x.dst.CloseWrite()
 			return true
@@ -510,6 +497,26 @@ func (x *direction) copy() (ended bool) {
 			c.abort(err.Error())
 			return true
 		}
+	}
+}
+
+// lingerTime is how long a drained direction waits for more bytes on its
+// goroutine before it parks. A busy flow's gaps are microseconds and waiting
+// in the runtime's poller costs nothing; parking and resuming costs two
+// syscalls and a new goroutine, which would halve a bulk transfer's speed.
+const lingerTime = 5 * time.Millisecond
+
+// linger bounds the coming wait for src by a read deadline, so an idle
+// direction parks. The deadline moves only when it is getting close: a bulk
+// flow waits thousands of times a second.
+func (x *direction) linger() {
+	if x.noPark || x.c.p.parker == nil {
+		return
+	}
+	now := time.Now()
+	if x.deadline.Sub(now) < lingerTime/2 {
+		x.deadline = now.Add(lingerTime)
+		x.src.SetReadDeadline(x.deadline)
 	}
 }
 

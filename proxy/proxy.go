@@ -156,12 +156,17 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &Proxy{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		ctx:      ctx,
-		cancel:   cancel,
-		live:     make(map[uint64]*conn),
-		dialer:   net.Dialer{Timeout: cfg.DialTimeout, Control: cfg.DialControl},
+		cfg:    cfg,
+		log:    cfg.Logger,
+		ctx:    ctx,
+		cancel: cancel,
+		live:   make(map[uint64]*conn),
+		// Upstream keep-alive with the system's timing (Linux: probes after
+		// 2 h idle), as an app that asks for keep-alive gets; Go's default of
+		// 15 s would probe every idle connection of the machine (tethered
+		// data) and costs 3 more setsockopts per connection.
+		dialer: net.Dialer{Timeout: cfg.DialTimeout, Control: cfg.DialControl,
+			KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: -1, Interval: -1, Count: -1}},
 		pipes:    newPipePool(),
 		peekBufs: newPeekBufs(),
 	}
@@ -177,7 +182,10 @@ func New(cfg Config) (*Proxy, error) {
 func (p *Proxy) Listen() error {
 	var ls []*net.TCPListener
 	for _, a := range p.cfg.Listen {
-		l, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(a))
+		// Accepted sockets are local clients, whose end the kernel reports
+		// even when they crash: no keep-alive probes (4 setsockopts each).
+		lc := net.ListenConfig{KeepAlive: -1}
+		nl, err := lc.Listen(context.Background(), "tcp", a.String())
 		if err != nil {
 			for _, l := range ls {
 				l.Close()
@@ -187,7 +195,7 @@ func (p *Proxy) Listen() error {
 			}
 			return fmt.Errorf("listen on %s: %w", a, err)
 		}
-		ls = append(ls, l)
+		ls = append(ls, nl.(*net.TCPListener))
 	}
 	p.mu.Lock()
 	p.listeners = ls

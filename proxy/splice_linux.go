@@ -5,7 +5,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -65,11 +64,13 @@ func (pp pipePool) drain() {
 
 func newPipePool() pipePool { return make(pipePool, 64) }
 
-// transfer moves up to max bytes from src to dst without waiting for src: it
-// moves what src has (more may arrive while it writes) and returns when src
-// has nothing more right now (drained), max is reached, src ended (io.EOF) or
-// something failed. It waits only for dst to take the bytes.
-func (p *Proxy) transfer(dst, src *net.TCPConn, max int) (moved int64, drained bool, err error) {
+// transfer moves up to max bytes from src to dst: it moves what src has (more
+// may arrive while it writes) and returns when src has nothing more right now
+// (drained), max is reached, src ended (io.EOF) or something failed. With
+// wait it first waits for src to have bytes, until src's read deadline if one
+// is set (then it returns drained with nothing moved); without, it does not
+// wait for src at all. It always waits for dst to take the bytes.
+func (p *Proxy) transfer(dst, src *net.TCPConn, max int, wait bool) (moved int64, drained bool, err error) {
 	srcRC, err := src.SyscallConn()
 	if err != nil {
 		return 0, false, err
@@ -98,11 +99,13 @@ func (p *Proxy) transfer(dst, src *net.TCPConn, max int) (moved int64, drained b
 		var serr error
 		err := srcRC.Read(func(fd uintptr) bool {
 			n, serr = spliceNB(int(fd), pp.w, max-int(moved))
-			return true
+			// With wait, nothing moved yet and nothing to read: wait in
+			// the runtime's poller, until src's read deadline if it has one.
+			return !(wait && moved == 0 && serr == unix.EAGAIN)
 		})
 		if errors.Is(err, os.ErrDeadlineExceeded) {
-			// The linger deadline of the wait before passed: src was not
-			// even tried. The caller waits again, which renews it.
+			// Nothing came before src's read deadline (the caller's
+			// linger), or it had passed already.
 			return moved, true, nil
 		}
 		if err != nil {
@@ -146,25 +149,6 @@ func spliceNB(in, out, n int) (int, error) {
 		}
 		return int(m), err
 	}
-}
-
-// waitReadable blocks until the socket has data, EOF or an error to report.
-// A pending error (a reset) is returned here: reading it clears it, so the
-// splice after would see only an EOF.
-func waitReadable(rc syscall.RawConn) error {
-	var b [1]byte
-	var perr error
-	err := rc.Read(func(fd uintptr) bool {
-		_, _, perr = unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		return perr != unix.EAGAIN
-	})
-	if err != nil {
-		return err
-	}
-	if perr != nil {
-		return wrapSplice("read", perr)
-	}
-	return nil
 }
 
 func wrapSplice(op string, err error) error {

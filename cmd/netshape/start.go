@@ -36,6 +36,7 @@ A run killed with -9 leaves them: the next start, or "netshape cleanup", removes
 			&cli.BoolFlag{Name: "ptr", Value: true, Usage: "look up reverse DNS (in the background) for destinations without a name"},
 			&cli.StringFlag{Name: "ui", Usage: "serve the web dashboard on `HOST:PORT` (e.g. 127.0.0.1:9041; off by default); its URL with the token is logged"},
 			&cli.BoolFlag{Name: "ui-allow-remote", Usage: "let --ui listen on an address other than loopback"},
+			&cli.StringFlag{Name: "cpu-profile", Hidden: true, Usage: "write a Go CPU profile of the whole run to `FILE` (performance work; see BENCHMARKS.md)"},
 		},
 		Action: func(c *cli.Context) error {
 			cfg, err := startConfig(c)
@@ -47,6 +48,13 @@ A run killed with -9 leaves them: the next start, or "netshape cleanup", removes
 				if err := ui.CheckAddr(cfg.UI, cfg.UIAllowRemote); err != nil {
 					return err
 				}
+			}
+			if f := c.String("cpu-profile"); f != "" {
+				stop, err := startCPUProfile(f)
+				if err != nil {
+					return err
+				}
+				defer stop()
 			}
 			return daemon.Run(c.Context, cfg)
 		},
