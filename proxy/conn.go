@@ -146,9 +146,11 @@ func (c *conn) run() bool {
 		f.Host, f.HostSource = h.Name(f.Dst.Addr())
 	}
 	// The client's first bytes (TLS SNI, HTTP Host) say best which host it
-	// meant. Look without waiting now; wait only when a decision depends on it.
-	sniffed := c.sniff(&f, 0, 0)
-	if !sniffed && h.NeedsHost != nil && h.NeedsHost() {
+	// meant. When a decision or a limit depends on it, look now and wait
+	// (bounded) for them; else look once the upstream is dialled, when they
+	// have more likely arrived: a peek is a syscall on the setup path.
+	sniffed := false
+	if h.NeedsHost != nil && h.NeedsHost() {
 		sniffed = c.sniff(&f, p.cfg.PeekWait, p.cfg.PeekWait)
 		if !sniffed && f.Host == "" && h.Name != nil {
 			// A client that sends nothing (server speaks first) was waited
