@@ -52,6 +52,10 @@ type Config struct {
 	Policy *policy.Config
 	// MaxPending caps the questions waiting for an answer (default 64).
 	MaxPending int
+	// MaxConns caps concurrent relayed connections; the open-file limit is
+	// raised to fit them. 0: as many as the open-file limit fits once raised
+	// to its hard limit.
+	MaxConns int
 	// Capture enables interface capture (accounting, DNS names, interface quotas).
 	Capture bool
 	// Ifaces to capture on; empty means every interface that is up and not loopback.
@@ -192,9 +196,11 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		return err
 	}
 	defer lock.release()
-	if msg := raiseFileLimit(); msg != "" {
-		log.Warn(msg)
+	fl := raiseFileLimit(cfg.MaxConns, "/proc/sys/fs/nr_open")
+	if fl.warning != "" {
+		log.Warn(fl.warning)
 	}
+	log.Debug("open-file limit", "limit", fl.limit, "max_conns", fl.maxConns)
 
 	red, err := newRedirector(cfg, log)
 	if err != nil {
@@ -239,6 +245,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		Listen:      listenAddrs(cfg.Port),
 		OriginalDst: red.OriginalDst,
 		DialControl: red.DialControl,
+		MaxConns:    fl.maxConns,
 		Logger:      log,
 		Hooks:       d.hooks(),
 	})

@@ -91,8 +91,12 @@ type Config struct {
 	PeekWait time.Duration
 	// MaxClosed is how many closed flows are kept for `flows --closed`; default 1000.
 	MaxClosed int
-	Hooks     Hooks
-	Logger    *slog.Logger
+	// MaxConns caps concurrent flows (0: no cap). Past it a new connection
+	// is reset at once: better one refused connection than a daemon out of
+	// descriptors for its database, its control socket and every flow.
+	MaxConns int
+	Hooks    Hooks
+	Logger   *slog.Logger
 }
 
 // Stats are the proxy's counters.
@@ -103,6 +107,7 @@ type Stats struct {
 	BytesOut int64 `json:"bytes_out"`
 	Denied   int64 `json:"denied_flows"`
 	Failed   int64 `json:"failed_flows"`
+	Refused  int64 `json:"refused_flows,omitempty"` // over MaxConns
 }
 
 // Proxy is the transparent proxy. Create it with New, start it with Serve.
@@ -123,6 +128,10 @@ type Proxy struct {
 	total  atomic.Int64
 	denied atomic.Int64
 	failed atomic.Int64
+	// refused counts connections reset over MaxConns; fullWarned is when
+	// that was last logged (unix ns), at most every 10 s.
+	refused    atomic.Int64
+	fullWarned atomic.Int64
 	// bytes of flows that have ended; live flows add their own counters in Stats.
 	closedIn, closedOut atomic.Int64
 
@@ -305,6 +314,7 @@ func (p *Proxy) Stats() Stats {
 		Total:    p.total.Load(),
 		Denied:   p.denied.Load(),
 		Failed:   p.failed.Load(),
+		Refused:  p.refused.Load(),
 		BytesIn:  p.closedIn.Load(),
 		BytesOut: p.closedOut.Load(),
 	}
@@ -376,11 +386,21 @@ func (p *Proxy) CutFlows(match func(f *flow.Flow) bool, reason string) int {
 
 func (p *Proxy) register(c *conn) bool {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if p.stopped {
+		p.mu.Unlock()
+		return false
+	}
+	if max := p.cfg.MaxConns; max > 0 && len(p.live) >= max {
+		p.mu.Unlock()
+		p.refused.Add(1)
+		now := time.Now().UnixNano()
+		if last := p.fullWarned.Load(); now-last > int64(10*time.Second) && p.fullWarned.CompareAndSwap(last, now) {
+			p.log.Warn("connection limit reached: new connections are reset", "max_conns", max, "refused_so_far", p.refused.Load())
+		}
 		return false
 	}
 	p.live[c.f.ID] = c
+	p.mu.Unlock()
 	return true
 }
 

@@ -32,8 +32,14 @@ type harness struct {
 
 func newHarness(t *testing.T, hooks Hooks) *harness {
 	t.Helper()
+	return newHarnessWith(t, hooks, func(*Config) {})
+}
+
+// newHarnessWith lets edit adjust the proxy's Config first.
+func newHarnessWith(t *testing.T, hooks Hooks, edit func(*Config)) *harness {
+	t.Helper()
 	h := &harness{t: t}
-	p, err := New(Config{
+	cfg := Config{
 		Listen: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:0")},
 		OriginalDst: func(*net.TCPConn) (netip.AddrPort, error) {
 			ap, _ := h.target.Load().(netip.AddrPort)
@@ -44,7 +50,9 @@ func newHarness(t *testing.T, hooks Hooks) *harness {
 		},
 		PeekWait: 50 * time.Millisecond,
 		Hooks:    hooks,
-	})
+	}
+	edit(&cfg)
+	p, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -545,5 +553,49 @@ func TestLargeFirstMessage(t *testing.T) {
 	h.waitClosed(1)
 	if g, _ := got.Load().(string); g != "big.example.test/http" {
 		t.Fatalf("decided on %q", g)
+	}
+}
+
+// Past MaxConns a new connection is reset and counted; once a flow ends
+// there is room again.
+func TestMaxConns(t *testing.T) {
+	h := newHarnessWith(t, Hooks{}, func(c *Config) { c.MaxConns = 2 })
+	h.server(func(c *net.TCPConn) {
+		b := make([]byte, 1)
+		for {
+			if _, err := c.Read(b); err != nil {
+				return
+			}
+			c.Write(b)
+		}
+	})
+	roundTrip := func(c *net.TCPConn) error {
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write([]byte{'x'}); err != nil {
+			return err
+		}
+		_, err := io.ReadFull(c, make([]byte, 1))
+		return err
+	}
+	c1, c2 := h.dial(), h.dial()
+	for _, c := range []*net.TCPConn{c1, c2} {
+		if err := roundTrip(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.expectReset()
+	if st := h.p.Stats(); st.Refused != 1 || st.Active != 2 {
+		t.Fatalf("stats %+v, want 1 refused and 2 active", st)
+	}
+	c1.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for h.p.Stats().Active != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("closed flow never ended")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := roundTrip(h.dial()); err != nil {
+		t.Fatalf("a connection after one ended: %v", err)
 	}
 }

@@ -30,6 +30,7 @@ A run killed with -9 leaves them: the next start, or "netshape cleanup", removes
 			&cli.StringFlag{Name: "config", Usage: "policy `FILE` (TOML: default action, rules, categories; see README)"},
 			&cli.StringFlag{Name: "default", Usage: "`ACTION` when no rule matches: allow (default), ask or deny"},
 			&cli.DurationFlag{Name: "prompt-timeout", Value: policy.DefaultPromptTimeout, Usage: "how long a held connection waits for an answer (the config file's prompt_timeout unless set); then the timeout action applies once"},
+			&cli.IntFlag{Name: "max-conns", Usage: "most relayed connections at once (`N`); the open-file limit is raised to fit them, and past them new connections are reset (default: as many as the open-file limit fits)"},
 			&cli.IntFlag{Name: "max-pending", Value: 64, Usage: "most questions waiting at once; past it new ones get the timeout action at once"},
 			&cli.BoolFlag{Name: "capture", Value: true, Usage: "capture on interfaces: DNS names, full accounting, interface quotas"},
 			&cli.StringSliceFlag{Name: "iface", Usage: "capture on `IF` (repeatable; default every interface that is up and not loopback)"},
@@ -105,7 +106,11 @@ func startConfig(c *cli.Context) (daemon.Config, error) {
 	if c.Int("max-pending") < 1 {
 		return daemon.Config{}, fmt.Errorf("bad --max-pending %d: must be at least 1", c.Int("max-pending"))
 	}
+	if c.Int("max-conns") < 0 {
+		return daemon.Config{}, fmt.Errorf("bad --max-conns %d: must be positive (or 0 for what the open-file limit fits)", c.Int("max-conns"))
+	}
 	return daemon.Config{
+		MaxConns:   c.Int("max-conns"),
 		StateDir:   c.String("state-dir"),
 		Socket:     socketPath(c),
 		Group:      c.String("group"),
