@@ -50,7 +50,7 @@ type bpfTracker struct {
 
 // openBPFTracker loads and attaches the recorder. procRoot must be the real
 // /proc: the recorded pids are those of the initial pid namespace.
-func openBPFTracker(procRoot string) (t *bpfTracker, err error) {
+func openBPFTracker(procRoot string) (_ *bpfTracker, err error) {
 	if procRoot != "/proc" {
 		return nil, fmt.Errorf("procfs root is %s, not /proc: recorded pids would not match it", procRoot)
 	}
@@ -66,7 +66,7 @@ func openBPFTracker(procRoot string) (t *bpfTracker, err error) {
 		return nil, err
 	}
 
-	t = &bpfTracker{}
+	t := &bpfTracker{}
 	defer func() {
 		if err != nil {
 			t.close()
@@ -101,14 +101,15 @@ func openBPFTracker(procRoot string) (t *bpfTracker, err error) {
 	// A raw BPF link, never the legacy PROG_ATTACH fallback: a link is
 	// detached by the kernel when its last fd closes, so nothing stays
 	// attached after this process dies.
-	t.link, err = link.AttachRawLink(link.RawLinkOptions{
+	l, err := link.AttachRawLink(link.RawLinkOptions{
 		Target:  int(dir.Fd()),
 		Program: t.prog,
 		Attach:  ebpf.AttachCGroupSockOps,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("attach sock_ops program to the cgroup2 root with a BPF link (kernel ≥ 5.7): %w", err)
+		return nil, fmt.Errorf("attach sock_ops program to the cgroup2 root %s with a BPF link (kernel ≥ 5.7): %w", dir.Name(), err)
 	}
+	t.link = l
 	return t, nil
 }
 
@@ -197,11 +198,12 @@ func connectRecorder(mapFD int, netnsCookie uint64) asm.Instructions {
 		asm.LoadImm(asm.R2, int64(netnsCookie), asm.DWord),
 		asm.JNE.Reg(asm.R0, asm.R2, out),
 
-		asm.StoreImm(asm.RFP, key, 0, asm.DWord),
-		asm.StoreImm(asm.RFP, key+8, 0, asm.DWord),
-		asm.StoreImm(asm.RFP, key+16, 0, asm.DWord),
-		asm.StoreImm(asm.RFP, key+24, 0, asm.DWord),
-		asm.StoreImm(asm.RFP, key+32, 0, asm.DWord),
+		asm.Mov.Imm(asm.R3, 0),
+		asm.StoreMem(asm.RFP, key, asm.R3, asm.DWord),
+		asm.StoreMem(asm.RFP, key+8, asm.R3, asm.DWord),
+		asm.StoreMem(asm.RFP, key+16, asm.R3, asm.DWord),
+		asm.StoreMem(asm.RFP, key+24, asm.R3, asm.DWord),
+		asm.StoreMem(asm.RFP, key+32, asm.R3, asm.DWord),
 		asm.LoadMem(asm.R3, ctx, sockOpsLocalPort, asm.Word), // host order
 		asm.StoreMem(asm.RFP, key+4, asm.R3, asm.Half),
 		asm.LoadMem(asm.R3, ctx, sockOpsRemotePort, asm.Word), // network order, as a u32

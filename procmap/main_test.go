@@ -10,8 +10,12 @@ import (
 
 // TestMain doubles as a helper process: with PROCMAP_HELPER set, the test
 // binary connects to PROCMAP_ADDR, prints its local address and then either
-// waits for stdin to close ("hold") or exits at once ("exit").
+// waits for stdin to close ("hold") or exits at once ("exit"). "bpf" (Linux)
+// holds a Map with the BPF fast path instead.
 func TestMain(m *testing.M) {
+	if os.Getenv("PROCMAP_HELPER") == "bpf" {
+		os.Exit(bpfHelper())
+	}
 	if mode := os.Getenv("PROCMAP_HELPER"); mode != "" {
 		os.Exit(helper(mode, os.Getenv("PROCMAP_ADDR")))
 	}
