@@ -41,11 +41,19 @@ const (
 // every TCP connect in our network namespace, the 4-tuple → {tgid, uid,
 // time}. It runs inside connect(2) after the local port is chosen, in the
 // connecting process's context, so the record exists before the SYN leaves.
+//
+// A second program, on the sched_process_exec raw tracepoint, records
+// tgid → time of its last execve, and the connect record carries that time:
+// user space caches a process's details per pid and knows from it, without
+// a syscall, when an exec made them stale.
 type bpfTracker struct {
-	conns *ebpf.Map
-	prog  *ebpf.Program
-	link  link.Link
-	once  sync.Once
+	conns    *ebpf.Map
+	execs    *ebpf.Map
+	prog     *ebpf.Program
+	execProg *ebpf.Program
+	link     link.Link
+	execLink link.Link
+	once     sync.Once
 }
 
 // openBPFTracker loads and attaches the recorder. procRoot must be the real
@@ -82,17 +90,42 @@ func openBPFTracker(procRoot string) (_ *bpfTracker, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("create BPF LRU hash map (needs CAP_BPF or root): %w", err)
 	}
+	t.execs, err = ebpf.NewMap(&ebpf.MapSpec{
+		Name:       "netshape_execs",
+		Type:       ebpf.LRUHash,
+		KeySize:    4,
+		ValueSize:  8,
+		MaxEntries: bpfMaxEntries,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create BPF LRU hash map of execs: %w", err)
+	}
+	t.execProg, err = ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name:         "netshape_exec",
+		Type:         ebpf.RawTracepoint,
+		Instructions: execRecorder(t.execs.FD()),
+		License:      "Dual MIT/GPL",
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load raw_tracepoint program (needs CAP_PERFMON and CAP_BPF, or root): %w", err)
+	}
 	t.prog, err = ebpf.NewProgram(&ebpf.ProgramSpec{
 		Name:         "netshape_connect",
 		Type:         ebpf.SockOps,
 		AttachType:   ebpf.AttachCGroupSockOps,
-		Instructions: connectRecorder(t.conns.FD(), cookie),
+		Instructions: connectRecorder(t.conns.FD(), t.execs.FD(), cookie),
 		License:      "Dual MIT/GPL",
 	})
 	if err != nil {
 		// A *ebpf.VerifierError prints the verifier log with %+v.
 		return nil, fmt.Errorf("load sock_ops program (kernel too old to allow bpf_get_current_pid_tgid in sock_ops?): %w", err)
 	}
+	// The exec tracker first, so no connect is recorded without it.
+	el, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sched_process_exec", Program: t.execProg})
+	if err != nil {
+		return nil, fmt.Errorf("attach raw tracepoint sched_process_exec: %w", err)
+	}
+	t.execLink = el
 	dir, err := openCgroup2Root()
 	if err != nil {
 		return nil, err
@@ -173,20 +206,20 @@ func openCgroup2Root() (*os.File, error) {
 //	else if (family == AF_INET6)
 //	        key.family = AF_INET6, key.laddr = local_ip6, key.raddr = remote_ip6;
 //	else return 1;
-//	val = {pid_tgid >> 32, (u32)uid_gid, ktime_get_boot_ns()};
+//	tgid = pid_tgid >> 32; exec = bpf_map_lookup_elem(&execs, &tgid);
+//	val = {tgid, (u32)uid_gid, ktime_get_boot_ns(), exec ? *exec : 0, cgroup_id};
 //	bpf_map_update_elem(&conns, &key, &val, BPF_ANY);
 //	return 1;
 //
 // It always returns 1: it only observes and never changes a connection.
-func connectRecorder(mapFD int, netnsCookie uint64) asm.Instructions {
+func connectRecorder(mapFD, execsFD int, netnsCookie uint64) asm.Instructions {
 	const (
-		key = -bpfKeySize        // fp offset of the key
-		val = key - bpfValueSize // fp offset of the value
-		out = "out"              // labels
-		v4  = "v4"               //
-		v6  = "v6"               //
-		put = "put"              //
-		ctx = asm.R6             // saved context
+		key  = -bpfKeySize        // fp offset of the key
+		val  = key - bpfValueSize // fp offset of the value
+		tgid = val - 4            // fp offset of the exec map key
+		ctx  = asm.R6             // saved context
+		// labels
+		out, v4, v6, put, noexec = "out", "v4", "v6", "put", "noexec"
 	)
 	insns := asm.Instructions{
 		asm.Mov.Reg(ctx, asm.R1),
@@ -244,10 +277,22 @@ func connectRecorder(mapFD int, netnsCookie uint64) asm.Instructions {
 		asm.FnGetCurrentPidTgid.Call().WithSymbol(put),
 		asm.RSh.Imm(asm.R0, 32),
 		asm.StoreMem(asm.RFP, val, asm.R0, asm.Word),
-		asm.FnGetCurrentUidGid.Call(),
+		asm.StoreMem(asm.RFP, tgid, asm.R0, asm.Word),
+		asm.Mov.Imm(asm.R3, 0),
+		asm.StoreMem(asm.RFP, val+16, asm.R3, asm.DWord),
+		asm.LoadMapPtr(asm.R1, execsFD),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, tgid),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, noexec),
+		asm.LoadMem(asm.R3, asm.R0, 0, asm.DWord),
+		asm.StoreMem(asm.RFP, val+16, asm.R3, asm.DWord),
+		asm.FnGetCurrentUidGid.Call().WithSymbol(noexec),
 		asm.StoreMem(asm.RFP, val+4, asm.R0, asm.Word),
 		asm.FnKtimeGetBootNs.Call(),
 		asm.StoreMem(asm.RFP, val+8, asm.R0, asm.DWord),
+		asm.FnGetCurrentCgroupId.Call(),
+		asm.StoreMem(asm.RFP, val+24, asm.R0, asm.DWord),
 
 		asm.LoadMapPtr(asm.R1, mapFD),
 		asm.Mov.Reg(asm.R2, asm.RFP),
@@ -261,6 +306,29 @@ func connectRecorder(mapFD int, netnsCookie uint64) asm.Instructions {
 		asm.Return(),
 	)
 	return insns
+}
+
+// execRecorder returns the sched_process_exec program:
+//
+//	u32 tgid = bpf_get_current_pid_tgid() >> 32; u64 now = bpf_ktime_get_boot_ns();
+//	bpf_map_update_elem(&execs, &tgid, &now, BPF_ANY); return 0;
+func execRecorder(execsFD int) asm.Instructions {
+	return asm.Instructions{
+		asm.FnGetCurrentPidTgid.Call(),
+		asm.RSh.Imm(asm.R0, 32),
+		asm.StoreMem(asm.RFP, -4, asm.R0, asm.Word),
+		asm.FnKtimeGetBootNs.Call(),
+		asm.StoreMem(asm.RFP, -16, asm.R0, asm.DWord),
+		asm.LoadMapPtr(asm.R1, execsFD),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, -4),
+		asm.Mov.Reg(asm.R3, asm.RFP),
+		asm.Add.Imm(asm.R3, -16),
+		asm.Mov.Imm(asm.R4, 0), // BPF_ANY
+		asm.FnMapUpdateElem.Call(),
+		asm.Mov.Imm(asm.R0, 0),
+		asm.Return(),
+	}
 }
 
 // take returns and deletes the record of the socket local → remote, in one
@@ -283,14 +351,20 @@ func (t *bpfTracker) take(local, remote netip.AddrPort) (bpfRecord, bool, error)
 // close detaches the program and frees the map. Idempotent.
 func (t *bpfTracker) close() {
 	t.once.Do(func() {
-		if t.link != nil {
-			t.link.Close()
+		for _, l := range []link.Link{t.link, t.execLink} {
+			if l != nil {
+				l.Close()
+			}
 		}
-		if t.prog != nil {
-			t.prog.Close()
+		for _, p := range []*ebpf.Program{t.prog, t.execProg} {
+			if p != nil {
+				p.Close()
+			}
 		}
-		if t.conns != nil {
-			t.conns.Close()
+		for _, m := range []*ebpf.Map{t.conns, t.execs} {
+			if m != nil {
+				m.Close()
+			}
 		}
 	})
 }

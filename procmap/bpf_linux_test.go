@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -403,4 +405,98 @@ func bpfHelper() int {
 	fmt.Println(info.ID)
 	_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
 	return 0
+}
+
+// After an execve the cached details of the pid are stale: the exec tracker
+// makes the next lookup read them again.
+func TestBPFExecRefreshesDetails(t *testing.T) {
+	socat, err := exec.LookPath("socat")
+	if err != nil {
+		t.Skip("needs socat")
+	}
+	if r, err := filepath.EvalSymlinks(socat); err == nil {
+		socat = r
+	}
+	e := newBPFEnv(t)
+	m := e.openMap(t, true)
+	var ln net.Listener
+	accepted := make(chan net.Conn, 4)
+	if err := nstest.Do(e.pair.Srv, func() (err error) { ln, err = net.Listen("tcp", nstest.SrvV4.String()+":0"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+			accepted <- c
+		}
+	}()
+
+	cmd := nstest.Cmd(e.pair.Cli, testExe(t), "-test.run=^$")
+	cmd.Env = append(os.Environ(), "PROCMAP_HELPER=exec", "PROCMAP_ADDR="+ln.Addr().String())
+	cmd.Stderr = os.Stderr
+	stdin, _ := cmd.StdinPipe()
+	out, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stdin.Close(); cmd.Process.Kill(); cmd.Wait() })
+	if _, err := bufio.NewReader(out).ReadString('\n'); err != nil {
+		t.Fatalf("helper said nothing: %v", err)
+	}
+	first := <-accepted
+	p, err := e.lookup(t, m, addrPort(first.RemoteAddr()), addrPort(ln.Addr()))
+	wantChild(t, p, err, cmd)
+
+	io.WriteString(stdin, "exec\n")
+	var second net.Conn
+	select {
+	case second = <-accepted:
+	case <-time.After(10 * time.Second):
+		t.Fatal("socat did not connect")
+	}
+	p, err = e.lookup(t, m, addrPort(second.RemoteAddr()), addrPort(ln.Addr()))
+	if err != nil || p.PID != cmd.Process.Pid || p.Exe != socat || !strings.HasPrefix(p.Cmdline, "socat ") {
+		t.Errorf("Lookup after exec = %+v, %v; want pid %d exe %s cmdline socat ...", p, err, cmd.Process.Pid, socat)
+	}
+	if st := m.Stats(); st != (Stats{BPFHits: 2}) {
+		t.Errorf("stats = %+v, want two hits", st)
+	}
+}
+
+// A cached process that has died is not trusted, even for a record that
+// names its pid and fits its start time (as after pid reuse).
+func TestBPFCachedProcessDied(t *testing.T) {
+	e := newBPFEnv(t)
+	m := e.openMap(t, true)
+	cmd, local := startChildIn(t, e.pair.Cli, "hold", e.ln4.Addr())
+	p, err := e.lookup(t, m, local, addrPort(e.ln4.Addr()))
+	wantChild(t, p, err, cmd)
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		t.Fatal(err)
+	}
+	live := m.sys.(*linuxBackend).live
+	live.mu.RLock()
+	lp := live.m[cmd.Process.Pid]
+	live.mu.RUnlock()
+	if lp == nil {
+		t.Fatal("the child's details are not cached")
+	}
+	rec := bpfRecord{pid: cmd.Process.Pid, uid: os.Getuid(), bootNS: uint64(ts.Nano()), execNS: lp.execNS, cgroup: lp.cgroup}
+	if _, ok := live.get(rec); !ok {
+		t.Fatalf("the living child's details are not cached")
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	if p, ok := live.get(rec); ok {
+		t.Errorf("details of a dead process served: %+v", p)
+	}
+	if _, ok := live.fill(m.sys.(*linuxBackend).fs, rec); ok {
+		t.Errorf("details of a dead process cached again")
+	}
 }

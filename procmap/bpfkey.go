@@ -23,14 +23,17 @@ import (
 // An IPv6 socket connected to a v4-mapped address is recorded as IPv4, the
 // form Lookup unmaps every query to.
 //
-// Value, 16 bytes:
+// Value, 32 bytes:
 //
-//	0 u32 tgid (pid in the initial pid namespace)
-//	4 u32 uid (real uid in the initial user namespace)
-//	8 u64 CLOCK_BOOTTIME nanoseconds of the connect
+//	0  u32 tgid (pid in the initial pid namespace)
+//	4  u32 uid (real uid in the initial user namespace)
+//	8  u64 CLOCK_BOOTTIME nanoseconds of the connect
+//	16 u64 CLOCK_BOOTTIME nanoseconds of the process's last execve seen by
+//	       the exec tracker, 0 if none since it was attached
+//	24 u64 cgroup v2 id of the connecting task
 const (
 	bpfKeySize   = 40
-	bpfValueSize = 16
+	bpfValueSize = 32
 
 	// afInet and afInet6 (Linux values) are declared in inetdiag.go.
 
@@ -46,6 +49,8 @@ type bpfRecord struct {
 	pid    int
 	uid    int
 	bootNS uint64 // CLOCK_BOOTTIME of the connect
+	execNS uint64 // CLOCK_BOOTTIME of the last exec of pid, 0: none seen
+	cgroup uint64 // cgroup v2 id
 }
 
 var errBadBPFKey = errors.New("malformed BPF connection key")
@@ -108,6 +113,8 @@ func decodeBPFRecord(b []byte) (bpfRecord, bool) {
 		pid:    int(ne.Uint32(b[0:])),
 		uid:    int(ne.Uint32(b[4:])),
 		bootNS: ne.Uint64(b[8:]),
+		execNS: ne.Uint64(b[16:]),
+		cgroup: ne.Uint64(b[24:]),
 	}, true
 }
 

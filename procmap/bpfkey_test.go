@@ -92,12 +92,14 @@ func TestBPFRecordDecoding(t *testing.T) {
 	ne.PutUint32(b[0:], 4242)
 	ne.PutUint32(b[4:], 1000)
 	ne.PutUint64(b[8:], 123456789012)
+	ne.PutUint64(b[16:], 123456789000)
+	ne.PutUint64(b[24:], 77)
 	r, ok := decodeBPFRecord(b[:])
-	if !ok || r != (bpfRecord{pid: 4242, uid: 1000, bootNS: 123456789012}) {
+	if !ok || r != (bpfRecord{pid: 4242, uid: 1000, bootNS: 123456789012, execNS: 123456789000, cgroup: 77}) {
 		t.Errorf("decodeBPFRecord = %+v, %v", r, ok)
 	}
-	if _, ok := decodeBPFRecord(b[:15]); ok {
-		t.Error("decodeBPFRecord accepted 15 bytes")
+	if _, ok := decodeBPFRecord(b[:16]); ok {
+		t.Error("decodeBPFRecord accepted 16 bytes")
 	}
 }
 

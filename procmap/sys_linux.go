@@ -20,6 +20,7 @@ type linuxBackend struct {
 
 	bpf    *bpfTracker // nil: fallback only
 	bpfErr error       // why bpf is nil although asked for
+	live   *liveCache  // process details for the BPF path
 
 	hits, misses, stale, errs atomic.Uint64
 }
@@ -32,7 +33,7 @@ func newBackend(o Options) backend {
 			b.bpfErr = fmt.Errorf("%w: %w", ErrBPFUnavailable, err)
 			o.Logger.Debug("procmap: BPF fast path unavailable", "err", err)
 		} else {
-			b.bpf = t
+			b.bpf, b.live = t, newLiveCache()
 		}
 	}
 	return b
@@ -59,9 +60,9 @@ func (b *linuxBackend) lookup(local, remote netip.AddrPort) (Proc, error) {
 }
 
 // lookupBPF answers from the connect record, if there is one whose process
-// still runs: the pid must exist and have started no later than the connect,
-// so a reused pid is not taken for the one that connected. The uid is the
-// one that connected.
+// still runs: the pid must be held by a process that started no later than
+// the connect, so a reused pid is not taken for the one that connected (see
+// liveCache). The uid is the one that connected.
 func (b *linuxBackend) lookupBPF(local, remote netip.AddrPort) (Proc, bool) {
 	rec, ok, err := b.bpf.take(local, remote)
 	if err != nil {
@@ -73,8 +74,11 @@ func (b *linuxBackend) lookupBPF(local, remote netip.AddrPort) (Proc, bool) {
 		b.misses.Add(1)
 		return Proc{}, false
 	}
-	p, start, err := b.fs.procStart(rec.pid)
-	if err != nil || !startedBy(start, rec.bootNS) {
+	p, ok := b.live.get(rec)
+	if !ok {
+		p, ok = b.live.fill(b.fs, rec)
+	}
+	if !ok {
 		// Exited or replaced: the socket may live on in a child that
 		// inherited it, which the fallback can find.
 		b.stale.Add(1)
@@ -118,6 +122,7 @@ func (b *linuxBackend) parents() (map[int]int, error) { return b.fs.parents() }
 func (b *linuxBackend) close() error {
 	if b.bpf != nil {
 		b.bpf.close()
+		b.live.close()
 	}
 	return b.diag.close()
 }
