@@ -350,20 +350,28 @@ func (fs *procFS) listPIDs() ([]int, error) {
 // proc returns the details of pid: PID, PPID, Exe, Cmdline, UID, Cgroup.
 // Everything but PPID is cached while the pid's start time stays the same.
 func (fs *procFS) proc(pid int) (Proc, error) {
+	p, _, err := fs.procStart(pid, false)
+	return p, err
+}
+
+// procStart is proc that also returns the start time of pid (clock ticks
+// since boot, field 22 of /proc/PID/stat). fresh skips the cache (the start
+// time does not change at execve; the BPF path knows when one happened).
+func (fs *procFS) procStart(pid int, fresh bool) (Proc, uint64, error) {
 	stat, err := os.ReadFile(fs.pidPath(pid, "stat"))
 	if err != nil {
-		return Proc{PID: pid, UID: -1}, fmt.Errorf("procmap: read stat of pid %d: %w", pid, err)
+		return Proc{PID: pid, UID: -1}, 0, fmt.Errorf("procmap: read stat of pid %d: %w", pid, err)
 	}
 	ppid, start, err := parseStat(stat)
 	if err != nil {
-		return Proc{PID: pid, UID: -1}, fmt.Errorf("procmap: pid %d: %w", pid, err)
+		return Proc{PID: pid, UID: -1}, 0, fmt.Errorf("procmap: pid %d: %w", pid, err)
 	}
 	fs.mu.Lock()
 	ci, ok := fs.info[pid]
 	fs.mu.Unlock()
-	if ok && ci.start == start {
+	if ok && ci.start == start && !fresh {
 		ci.p.PPID = ppid
-		return ci.p, nil
+		return ci.p, start, nil
 	}
 
 	p := Proc{PID: pid, PPID: ppid, UID: -1}
@@ -385,7 +393,7 @@ func (fs *procFS) proc(pid int) (Proc, error) {
 	}
 	fs.info[pid] = procInfo{start: start, p: p}
 	fs.mu.Unlock()
-	return p, nil
+	return p, start, nil
 }
 
 // ppid returns the parent of pid from /proc/PID/stat.

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"runtime"
 	"slices"
 	"sync/atomic"
 )
@@ -42,6 +43,14 @@ type Options struct {
 	MaxProcs int
 	// MaxSockets bounds the cached socket inode → pid entries. Default 262144.
 	MaxSockets int
+	// BPF enables, on Linux, a fast path: a sock_ops program attached to the
+	// cgroup2 root records the process of every TCP connect made in the
+	// network namespace of the goroutine calling New, and Lookup takes the
+	// record (one map syscall) before falling back to sock_diag and /proc.
+	// It needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN to mount cgroup2
+	// when absent) and the initial pid namespace; when refused, New still
+	// succeeds and [Map.Backend] says why. Ignored on other systems.
+	BPF bool
 }
 
 func (o *Options) defaults() {
@@ -69,6 +78,24 @@ type backend interface {
 	close() error
 }
 
+// describer is implemented by backends that can tell which lookup they use.
+type describer interface {
+	describe() (name string, why error)
+	stats() Stats
+}
+
+// ErrBPFUnavailable wraps the reason the BPF fast path asked for with
+// Options.BPF could not be set up; see [Map.Backend].
+var ErrBPFUnavailable = errors.New("procmap: BPF connect recorder unavailable, using the slower fallback")
+
+// Stats counts how lookups were answered by the BPF fast path.
+type Stats struct {
+	BPFHits   uint64 // answered from a BPF connect record
+	BPFMisses uint64 // no record (connected before attach, evicted, not a TCP connect of this namespace): fallback used
+	BPFStale  uint64 // a record whose process had exited or whose pid was reused: fallback used
+	BPFErrors uint64 // the map lookup itself failed: fallback used
+}
+
 // Map finds the process behind a socket. It is safe for concurrent use.
 type Map struct {
 	log    *slog.Logger
@@ -78,7 +105,9 @@ type Map struct {
 }
 
 // New returns a Map. It opens what the system needs lazily (Linux: a netlink
-// socket per concurrent lookup), so New itself does not fail.
+// socket per concurrent lookup), so New itself does not fail. With
+// Options.BPF it loads and attaches the Linux fast path at once (a few ms);
+// Close detaches it.
 func New(opts Options) *Map {
 	opts.defaults()
 	return &Map{
@@ -168,6 +197,30 @@ func descendants(parents map[int]int, root int) []int {
 		}
 	}
 	return out
+}
+
+// Backend names the socket-owner lookup in use: "bpf" (BPF connect records,
+// sock_diag as fallback) or "sock_diag" on Linux, "sysctl" on macOS and
+// FreeBSD, "none" elsewhere. When Options.BPF was set but the fast path could
+// not be set up, err wraps [ErrBPFUnavailable] and says why; the daemon logs
+// it once.
+func (m *Map) Backend() (name string, err error) {
+	if d, ok := m.sys.(describer); ok {
+		return d.describe()
+	}
+	switch runtime.GOOS {
+	case "darwin", "freebsd":
+		return "sysctl", nil
+	}
+	return "none", nil
+}
+
+// Stats returns the fast-path counters (all zero without the BPF backend).
+func (m *Map) Stats() Stats {
+	if d, ok := m.sys.(describer); ok {
+		return d.stats()
+	}
+	return Stats{}
 }
 
 // Close releases the Map's resources. It is idempotent; Lookup fails with

@@ -3,6 +3,7 @@ package procmap
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -10,17 +11,85 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// linuxBackend asks inet_diag for the socket and procFS for its process.
+// linuxBackend takes the BPF connect record when there is one (Options.BPF),
+// else asks inet_diag for the socket and procFS for its process.
 type linuxBackend struct {
 	fs   *procFS
 	diag *diagConn
+	log  *slog.Logger
+
+	bpf    *bpfTracker // nil: fallback only
+	bpfErr error       // why bpf is nil although asked for
+	live   *liveCache  // process details for the BPF path
+
+	hits, misses, stale, errs atomic.Uint64
 }
 
 func newBackend(o Options) backend {
-	return &linuxBackend{fs: newProcFS(o.ProcRoot, o.MaxProcs, o.MaxSockets), diag: newDiagConn(4)}
+	b := &linuxBackend{fs: newProcFS(o.ProcRoot, o.MaxProcs, o.MaxSockets), diag: newDiagConn(4), log: o.Logger}
+	if o.BPF {
+		t, err := openBPFTracker(o.ProcRoot)
+		if err != nil {
+			b.bpfErr = fmt.Errorf("%w: %w", ErrBPFUnavailable, err)
+			o.Logger.Debug("procmap: BPF fast path unavailable", "err", err)
+		} else {
+			b.bpf, b.live = t, newLiveCache()
+		}
+	}
+	return b
+}
+
+func (b *linuxBackend) describe() (string, error) {
+	if b.bpf != nil {
+		return "bpf", nil
+	}
+	return "sock_diag", b.bpfErr
+}
+
+func (b *linuxBackend) stats() Stats {
+	return Stats{BPFHits: b.hits.Load(), BPFMisses: b.misses.Load(), BPFStale: b.stale.Load(), BPFErrors: b.errs.Load()}
 }
 
 func (b *linuxBackend) lookup(local, remote netip.AddrPort) (Proc, error) {
+	if b.bpf != nil {
+		if p, ok := b.lookupBPF(local, remote); ok {
+			return p, nil
+		}
+	}
+	return b.lookupDiag(local, remote)
+}
+
+// lookupBPF answers from the connect record, if there is one whose process
+// still runs: the pid must be held by a process that started no later than
+// the connect, so a reused pid is not taken for the one that connected (see
+// liveCache). The uid is the one that connected.
+func (b *linuxBackend) lookupBPF(local, remote netip.AddrPort) (Proc, bool) {
+	rec, ok, err := b.bpf.take(local, remote)
+	if err != nil {
+		b.errs.Add(1)
+		b.log.Debug("procmap: BPF lookup failed, falling back", "local", local, "remote", remote, "err", err)
+		return Proc{}, false
+	}
+	if !ok {
+		b.misses.Add(1)
+		return Proc{}, false
+	}
+	p, ok := b.live.get(rec)
+	if !ok {
+		p, ok = b.live.fill(b.fs, rec)
+	}
+	if !ok {
+		// Exited or replaced: the socket may live on in a child that
+		// inherited it, which the fallback can find.
+		b.stale.Add(1)
+		return Proc{}, false
+	}
+	p.UID = rec.uid
+	b.hits.Add(1)
+	return p, true
+}
+
+func (b *linuxBackend) lookupDiag(local, remote netip.AddrPort) (Proc, error) {
 	s, found, err := b.diag.query(local, remote)
 	if err != nil {
 		return Proc{UID: -1}, fmt.Errorf("procmap: sock_diag %v → %v: %w", local, remote, err)
@@ -49,7 +118,14 @@ func (b *linuxBackend) lookup(local, remote netip.AddrPort) (Proc, error) {
 
 func (b *linuxBackend) ppid(pid int) (int, error)     { return b.fs.ppid(pid) }
 func (b *linuxBackend) parents() (map[int]int, error) { return b.fs.parents() }
-func (b *linuxBackend) close() error                  { return b.diag.close() }
+
+func (b *linuxBackend) close() error {
+	if b.bpf != nil {
+		b.bpf.close()
+		b.live.close()
+	}
+	return b.diag.close()
+}
 
 // diagConn is a small pool of NETLINK_SOCK_DIAG sockets: one request and its
 // answer per socket at a time, so concurrent lookups do not serialize.
