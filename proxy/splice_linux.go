@@ -62,7 +62,9 @@ func (pp pipePool) drain() {
 	}
 }
 
-func newPipePool() pipePool { return make(pipePool, 64) }
+// newPipePool keeps up to 16 drained pipes: enough for the directions moving
+// bytes at once on a few cores, few enough (32 descriptors) not to matter.
+func newPipePool() pipePool { return make(pipePool, 16) }
 
 // transfer moves up to max bytes from src to dst: it moves what src has (more
 // may arrive while it writes) and returns when src has nothing more right now
@@ -79,30 +81,50 @@ func (p *Proxy) transfer(dst, src *net.TCPConn, max int, wait bool) (moved int64
 	if err != nil {
 		return 0, false, err
 	}
-	pp, err := p.pipes.get()
-	if err != nil {
-		// Out of descriptors for a pipe: copy through user space instead.
-		// This blocks until src has bytes, like a parked wait would.
-		n, err := io.CopyN(dst, src, int64(max))
-		return n, false, err
-	}
+	// The pipe is taken only while bytes move: a direction waiting for src
+	// (up to its linger) gives it back, so waiting flows hold none.
+	var pp pipe
+	have := false
 	inPipe := 0
 	defer func() {
-		if inPipe == 0 {
+		switch {
+		case !have:
+		case inPipe == 0:
 			p.pipes.put(pp)
-		} else {
+		default:
 			pp.close() // bytes stuck in it belong to a failed flow
 		}
 	}()
 	for moved < int64(max) {
 		var n int
-		var serr error
+		var serr, perr error
 		err := srcRC.Read(func(fd uintptr) bool {
+			if !have {
+				if pp, perr = p.pipes.get(); perr != nil {
+					return true
+				}
+				have = true
+			}
 			n, serr = spliceNB(int(fd), pp.w, max-int(moved))
-			// With wait, nothing moved yet and nothing to read: wait in
-			// the runtime's poller, until src's read deadline if it has one.
-			return !(wait && moved == 0 && serr == unix.EAGAIN)
+			if wait && moved == 0 && serr == unix.EAGAIN {
+				// Nothing to read yet: give the empty pipe back and wait
+				// in the runtime's poller (until src's read deadline, if
+				// any); this runs again when src is readable.
+				p.pipes.put(pp)
+				have = false
+				return false
+			}
+			return true
 		})
+		if perr != nil {
+			if moved > 0 {
+				return moved, false, nil
+			}
+			// Out of descriptors for a pipe: copy through user space
+			// instead. This blocks until src has bytes, like a wait.
+			n, err := io.CopyN(dst, src, int64(max))
+			return n, false, err
+		}
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			// Nothing came before src's read deadline (the caller's
 			// linger), or it had passed already.

@@ -30,8 +30,14 @@ func TestIdleRelayHoldsNoPipe(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(50 * time.Millisecond) // let the relay loops linger out and park
 	// Drained pipes kept for the next burst are the pool's, not a connection's.
+	// The last connections still linger for bytes, the first are parked:
+	// neither holds a pipe.
+	h.p.pipes.drain()
+	if per := float64(countFDs(t)-before) / n; per > 4.2 {
+		t.Fatalf("%.2f descriptors per lingering or parked connection, want 4 (no pipes held)", per)
+	}
+	time.Sleep(50 * time.Millisecond) // let the relay loops linger out and park
 	h.p.pipes.drain()
 	// Per connection: the client, the accepted socket, the upstream socket
 	// and the server's socket, all in this process; pipes would add 4 more.
