@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -35,10 +37,13 @@ type Relay struct {
 // Pair is one relayed connection: two sockets the Relay owns until Wait
 // returns.
 type Pair struct {
-	r    *Relay
-	a, b side
-	stop func() bool // stops the context watcher
-	done chan struct{}
+	r      *Relay
+	a, b   side
+	stop   func() bool // stops the context watcher
+	done   chan struct{}
+	kernel bool // false: relayed by a user-space copy
+
+	ua, ub atomic.Int64 // user-space copy: bytes so far
 
 	// Set before done is closed.
 	aToB, bToA int64
@@ -55,12 +60,13 @@ type side struct {
 	id     uint32 // epoll data
 	prefix int64  // bytes user space moved to the peer during the hand-off
 
-	rbase  uint64 // tcpi_bytes_received at hand-off (data only, no FIN)
-	wbase  uint64 // bytes written to this socket at hand-off
-	fin    bool   // a FIN arrived on this side
-	shut   bool   // its bytes all reached the peer and the peer was shut for writing
-	next   time.Time
-	period time.Duration
+	rbase    uint64 // tcpi_bytes_received at hand-off (data only, no FIN)
+	wbase    uint64 // bytes written to this socket at hand-off
+	fin      bool   // a FIN arrived on this side
+	draining bool   // the kernel refused it; user space moves its last bytes
+	shut     bool   // its bytes all reached the peer and the peer was shut for writing
+	next     time.Time
+	period   time.Duration
 }
 
 func (s *side) peer() *side {
@@ -137,11 +143,16 @@ func (r *Relay) Close() error {
 // on and closes them when both directions ended; on an error return they
 // are the caller's again, in an unknown state: close them.
 //
+// The kernel only takes established sockets. A socket that already
+// received a FIN is relayed by a user-space copy instead (Pair.Kernel
+// reports which); the caller need not care.
+//
 // Cancelling ctx resets both connections.
 func (r *Relay) Splice(ctx context.Context, a, b *net.TCPConn) (*Pair, error) {
-	p := &Pair{r: r, done: make(chan struct{})}
+	p := &Pair{r: r, done: make(chan struct{}), kernel: true}
 	p.a = side{p: p, conn: a}
 	p.b = side{p: p, conn: b}
+	established := true
 	for _, s := range []*side{&p.a, &p.b} {
 		fd, err := connFD(s.conn)
 		if err != nil {
@@ -151,6 +162,14 @@ func (r *Relay) Splice(ctx context.Context, a, b *net.TCPConn) (*Pair, error) {
 		if s.cookie, err = unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_COOKIE); err != nil {
 			return nil, fmt.Errorf("read the socket cookie: %w", err)
 		}
+		ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+		if err != nil {
+			return nil, fmt.Errorf("read TCP_INFO: %w", err)
+		}
+		established = established && ti.State == tcpEstablished
+	}
+	if !established {
+		return r.userSpace(ctx, p)
 	}
 	// Hand-off: drain what is queued on each side and write it to the peer,
 	// so that no partly read skb stays queued (the kernel would redirect it
@@ -166,12 +185,23 @@ func (r *Relay) Splice(ctx context.Context, a, b *net.TCPConn) (*Pair, error) {
 	}
 
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	if r.closed {
+		r.mu.Unlock()
 		return nil, ErrClosed
 	}
-	if err := r.linkLocked(p); err != nil {
+	if err := r.linkTargetsLocked(p); err != nil {
 		r.unlinkLocked(p)
+		r.mu.Unlock()
+		if errors.Is(err, unix.EOPNOTSUPP) {
+			// A FIN arrived during the hand-off: its socket cannot be a
+			// redirect target. Nothing moved in the kernel yet.
+			return r.userSpace(ctx, p)
+		}
+		return nil, err
+	}
+	if err := r.linkVerdictsLocked(p); err != nil {
+		r.unlinkLocked(p)
+		r.mu.Unlock()
 		return nil, err
 	}
 	r.pairs[p] = struct{}{}
@@ -182,18 +212,28 @@ func (r *Relay) Splice(ctx context.Context, a, b *net.TCPConn) (*Pair, error) {
 			r.finishLocked(p, fmt.Errorf("relay stopped: %w", context.Cause(ctx)), true)
 		}
 	})
+	r.mu.Unlock()
+	for _, s := range []*side{&p.a, &p.b} {
+		if s.draining {
+			r.drainToEOF(ctx, s)
+		}
+	}
+	r.mu.Lock()
 	if p.a.fin || p.b.fin {
 		r.flush[p] = struct{}{} // ended during the hand-off
 		r.flushLocked(time.Now())
 		var one = [8]byte{1}
 		unix.Write(r.wake, one[:]) // the loop recomputes its timeout
 	}
+	r.mu.Unlock()
 	return p, nil
 }
 
-// linkLocked puts the pair in the maps and the epoll set and kicks both
-// sockets so bytes that arrived since the hand-off are redirected too.
-func (r *Relay) linkLocked(p *Pair) error {
+const tcpEstablished = 1
+
+// linkTargetsLocked makes both sockets redirect targets and measures what
+// was written to them so far.
+func (r *Relay) linkTargetsLocked(p *Pair) error {
 	for _, s := range []*side{&p.a, &p.b} {
 		if err := r.obj.counts.Update(s.cookie, uint64(0), ebpf.UpdateAny); err != nil {
 			return fmt.Errorf("add a byte counter: %w", mapErr(err))
@@ -209,11 +249,15 @@ func (r *Relay) linkLocked(p *Pair) error {
 		}
 		s.wbase = w
 	}
-	for _, s := range []*side{&p.a, &p.b} {
-		if err := r.obj.verdict.Update(s.cookie, uint64(s.fd), ebpf.UpdateNoExist); err != nil {
-			return fmt.Errorf("add the socket to the verdict sockhash: %w", mapErr(err))
-		}
-	}
+	return nil
+}
+
+// linkVerdictsLocked puts the sockets under the verdict program, watches
+// them, and kicks them so bytes that arrived since the hand-off are
+// redirected too. A socket that received a FIN since the targets were
+// linked is refused by the kernel; it is marked draining: the caller moves
+// its last bytes in user space (drainToEOF).
+func (r *Relay) linkVerdictsLocked(p *Pair) error {
 	for _, s := range []*side{&p.a, &p.b} {
 		s.id = r.nextID
 		r.nextID++
@@ -223,11 +267,20 @@ func (r *Relay) linkLocked(p *Pair) error {
 		if err := unix.EpollCtl(r.epfd, unix.EPOLL_CTL_ADD, s.fd, &unix.EpollEvent{
 			Events: unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(s.id),
 		}); err != nil {
+			s.id = 0
 			return fmt.Errorf("watch the socket: %w", err)
 		}
 		r.sides[s.id] = s
 	}
 	for _, s := range []*side{&p.a, &p.b} {
+		err := r.obj.verdict.Update(s.cookie, uint64(s.fd), ebpf.UpdateNoExist)
+		if errors.Is(err, unix.EOPNOTSUPP) {
+			s.draining = true
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("add the socket to the verdict sockhash: %w", mapErr(err))
+		}
 		// Setting SO_RCVLOWAT runs sk_data_ready, which makes the verdict
 		// program read what is queued (TestQueuedBytesNeedKick).
 		if err := unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT, 1); err != nil {
@@ -235,6 +288,28 @@ func (r *Relay) linkLocked(p *Pair) error {
 		}
 	}
 	return nil
+}
+
+// drainToEOF moves the last bytes of a side the kernel refused (it has its
+// FIN already) to the peer in user space. Nothing else writes to the peer:
+// the side is not under the verdict program.
+func (r *Relay) drainToEOF(ctx context.Context, s *side) {
+	err := handoff(ctx, s, s.peer())
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.pairs[s.p]; !ok {
+		return
+	}
+	if err == nil {
+		var w uint64
+		if w, err = written(s.peer().fd, true); err == nil {
+			s.peer().wbase = w
+			s.draining = false
+			s.fin = true // handoff ends at the FIN here
+			return
+		}
+	}
+	r.finishLocked(s.p, fmt.Errorf("%w: move the last bytes: %w", ErrReset, err), true)
 }
 
 // unlinkLocked removes the pair from the maps and the epoll set and reads
@@ -266,6 +341,10 @@ func (p *Pair) Wait() (aToB, bToA int64, err error) {
 	return p.aToB, p.bToA, p.err
 }
 
+// Kernel reports whether the kernel relays the pair; false when a socket
+// was no longer established and a user-space copy relays it.
+func (p *Pair) Kernel() bool { return p.kernel }
+
 // Done is closed when the pair ended; Wait then returns at once.
 func (p *Pair) Done() <-chan struct{} { return p.done }
 
@@ -279,10 +358,66 @@ func (p *Pair) Bytes() (aToB, bToA int64) {
 		return p.aToB, p.bToA
 	default:
 	}
+	if !p.kernel {
+		return p.a.prefix + p.ua.Load(), p.b.prefix + p.ub.Load()
+	}
 	var na, nb uint64
 	r.obj.counts.Lookup(p.a.cookie, &na)
 	r.obj.counts.Lookup(p.b.cookie, &nb)
 	return p.a.prefix + int64(na), p.b.prefix + int64(nb)
+}
+
+// userSpace relays p with a user-space copy (splice(2) under io.Copy), for
+// sockets the kernel does not take. Each direction ends with a half-close
+// of the other side; a failure resets both.
+func (r *Relay) userSpace(ctx context.Context, p *Pair) (*Pair, error) {
+	p.kernel = false
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil, ErrClosed
+	}
+	r.pairs[p] = struct{}{}
+	r.mu.Unlock()
+	var once sync.Once
+	var wg sync.WaitGroup
+	reset := func(err error) {
+		once.Do(func() {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.finishLocked(p, fmt.Errorf("%w: %w", ErrReset, err), true)
+		})
+	}
+	p.stop = context.AfterFunc(ctx, func() { reset(context.Cause(ctx)) })
+	copyDir := func(dst, src *net.TCPConn, n *atomic.Int64) {
+		defer wg.Done()
+		for {
+			m, err := io.CopyN(dst, src, 1<<20)
+			n.Add(m)
+			if err == io.EOF {
+				if err := dst.CloseWrite(); err != nil {
+					reset(err)
+				}
+				return
+			}
+			if err != nil {
+				reset(err)
+				return
+			}
+		}
+	}
+	wg.Add(2)
+	go copyDir(p.b.conn, p.a.conn, &p.ua)
+	go copyDir(p.a.conn, p.b.conn, &p.ub)
+	go func() {
+		wg.Wait()
+		once.Do(func() {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.finishLocked(p, nil, false)
+		})
+	}()
+	return p, nil
 }
 
 // finishLocked ends a pair: out of the maps and the epoll set, counters
@@ -293,7 +428,11 @@ func (r *Relay) finishLocked(p *Pair, err error, reset bool) {
 	}
 	delete(r.pairs, p)
 	delete(r.flush, p)
-	p.aToB, p.bToA = r.unlinkLocked(p)
+	if p.kernel {
+		p.aToB, p.bToA = r.unlinkLocked(p)
+	} else {
+		p.aToB, p.bToA = p.a.prefix+p.ua.Load(), p.b.prefix+p.ub.Load()
+	}
 	for _, s := range []*side{&p.a, &p.b} {
 		if reset {
 			s.conn.SetLinger(0)
@@ -385,7 +524,7 @@ func (r *Relay) flushLocked(now time.Time) int {
 	timeout := -1
 	for p := range r.flush {
 		for _, s := range []*side{&p.a, &p.b} {
-			if !s.fin || s.shut {
+			if !s.fin || s.shut || s.draining {
 				continue
 			}
 			if now.Before(s.next) {
@@ -492,9 +631,19 @@ func written(fd int, exact bool) (uint64, error) {
 	}
 }
 
-// handoff moves what is queued on from to its peer, until from's receive
-// queue is empty, and records where the kernel takes over.
+// handoff records where the kernel takes over from. A socket nobody read
+// from (only peeked) is left as it is: its queue holds whole skbs, which the
+// verdict program takes in order. Otherwise handoff reads what is queued
+// until the queue is empty once and writes it to the peer: bytes that
+// arrive after that read stay queued as whole skbs (a partly read skb would
+// be redirected whole, repeating what was read).
 func handoff(ctx context.Context, from, to *side) error {
+	if err := measureRecv(from); err != nil {
+		return err
+	}
+	if from.rbase == 0 {
+		return nil // pristine
+	}
 	rc, err := from.conn.SyscallConn()
 	if err != nil {
 		return err
@@ -504,6 +653,7 @@ func handoff(ctx context.Context, from, to *side) error {
 	var buf []byte
 	for {
 		var rerr error
+		empty := false
 		buf = buf[:0]
 		err := rc.Read(func(fd uintptr) bool {
 			for len(buf) < 1<<20 {
@@ -514,14 +664,13 @@ func handoff(ctx context.Context, from, to *side) error {
 				if err == unix.EINTR {
 					continue
 				}
-				if err != nil {
-					if err != unix.EAGAIN {
-						rerr = err
-					}
+				if err == unix.EAGAIN || (err == nil && n == 0) {
+					empty = true // drained, or at the FIN
 					break
 				}
-				if n == 0 {
-					break // FIN; TCP_INFO below tells
+				if err != nil {
+					rerr = err
+					break
 				}
 				buf = buf[:len(buf)+n]
 			}
@@ -538,22 +687,38 @@ func handoff(ctx context.Context, from, to *side) error {
 				return fmt.Errorf("write the queued bytes to the peer: %w", err)
 			}
 			from.prefix += int64(len(buf))
-			continue
+		}
+		if empty {
+			break
+		}
+	}
+	return measureRecv(from)
+}
+
+// measureRecv sets s.rbase to the bytes received and read so far: received
+// minus still queued, measured when the queue did not grow around TCP_INFO
+// (nobody reads it meanwhile).
+func measureRecv(from *side) error {
+	for i := 0; ; i++ {
+		q1, err := unix.IoctlGetInt(from.fd, unix.SIOCINQ)
+		if err != nil {
+			return fmt.Errorf("read SIOCINQ: %w", err)
 		}
 		ti, err := unix.GetsockoptTCPInfo(from.fd, unix.IPPROTO_TCP, unix.TCP_INFO)
 		if err != nil {
 			return fmt.Errorf("read TCP_INFO: %w", err)
 		}
-		inq, err := unix.IoctlGetInt(from.fd, unix.SIOCINQ)
+		q2, err := unix.IoctlGetInt(from.fd, unix.SIOCINQ)
 		if err != nil {
 			return fmt.Errorf("read SIOCINQ: %w", err)
 		}
-		if inq == 0 {
-			// Nothing arrived since the last read: every byte counted by
-			// TCP_INFO was read, and every later skb is whole.
-			from.rbase = dataReceived(ti)
+		if q1 == q2 {
+			from.rbase = dataReceived(ti) - uint64(q2)
 			from.fin = finReceived(ti.State)
 			return nil
+		}
+		if i > 1000 {
+			return errors.New("the receive queue never held still long enough to measure it")
 		}
 	}
 }

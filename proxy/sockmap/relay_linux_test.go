@@ -3,14 +3,18 @@ package sockmap
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 )
 
 func needRoot(t testing.TB) {
@@ -160,4 +164,190 @@ func TestSmoke(t *testing.T) {
 		t.Fatalf("Wait = %d, %d, %v; want 4, 5, nil", a2b, b2a, err)
 	}
 	wantEmpty(t, r)
+}
+
+// pat is the test stream: byte i of a stream is pat(i), so a lost,
+// repeated or reordered byte shows at its offset.
+func pat(seed, i int64) byte {
+	x := uint64(i)*0x9e3779b97f4a7c15 ^ uint64(seed)
+	return byte(x>>56) ^ byte(i)
+}
+
+func fillPat(seed, off int64, p []byte) {
+	for i := range p {
+		p[i] = pat(seed, off+int64(i))
+	}
+}
+
+// writePat writes n pattern bytes starting at off in chunks of at most chunk.
+func writePat(c *net.TCPConn, seed, off, n int64, chunk int) error {
+	buf := make([]byte, chunk)
+	for n > 0 {
+		m := min(int64(chunk), n)
+		fillPat(seed, off, buf[:m])
+		if _, err := c.Write(buf[:m]); err != nil {
+			return err
+		}
+		off += m
+		n -= m
+	}
+	return nil
+}
+
+// checkPat reads c to EOF and checks it is the pattern from off on.
+func checkPat(c *net.TCPConn, seed, off int64, d time.Duration) (int64, error) {
+	c.SetReadDeadline(time.Now().Add(d))
+	buf := make([]byte, 64<<10)
+	var n int64
+	for {
+		m, err := c.Read(buf)
+		for i := range buf[:m] {
+			if buf[i] != pat(seed, off+n+int64(i)) {
+				return n + int64(i), fmt.Errorf("byte %d is %#x, want %#x (lost, repeated or reordered bytes)", off+n+int64(i), buf[i], pat(seed, off+n+int64(i)))
+			}
+		}
+		n += int64(m)
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+}
+
+// TestHandoff checks that bytes queued before and arriving during Splice
+// are delivered in order exactly once, both ways.
+func TestHandoff(t *testing.T) {
+	r := openRelay(t)
+	l := listener(t)
+	for _, tc := range []struct {
+		name string
+		// before runs before Splice and returns how many bytes of each
+		// stream the caller relayed itself (not counted by the Pair).
+		before func(t *testing.T, ch chain) (callerA, callerB int64)
+		during bool // keep writing while Splice hands over
+	}{
+		{"nothing queued", func(*testing.T, chain) (int64, int64) { return 0, 0 }, false},
+		{"client bytes peeked", func(t *testing.T, ch chain) (int64, int64) {
+			writePat(ch.cli, 1, 0, 517, 517) // a TLS ClientHello's size
+			waitQueued(t, ch.a, 517)
+			var b [600]byte
+			if n, _, err := unix.Recvfrom(fdOf(t, ch.a), b[:], unix.MSG_PEEK); err != nil || n != 517 {
+				t.Fatalf("peek: %d, %v", n, err)
+			}
+			return 0, 0
+		}, false},
+		{"server banner", func(t *testing.T, ch chain) (int64, int64) {
+			writePat(ch.srv, 2, 0, 40, 40)
+			waitQueued(t, ch.b, 40)
+			return 0, 0
+		}, false},
+		{"partly read skbs", func(t *testing.T, ch chain) (int64, int64) {
+			// Three skbs; the caller reads 5 bytes of the first and
+			// relays them itself. The kernel alone would repeat them.
+			for i := range int64(3) {
+				writePat(ch.cli, 1, i*100, 100, 100)
+				waitQueued(t, ch.a, int((i+1)*100))
+			}
+			buf := make([]byte, 5)
+			io.ReadFull(ch.a, buf)
+			ch.b.Write(buf)
+			return 5, 0
+		}, false},
+		{"large queues both ways", func(t *testing.T, ch chain) (int64, int64) {
+			go writePat(ch.cli, 1, 0, 200<<10, 1000)
+			go writePat(ch.srv, 2, 0, 200<<10, 1000)
+			waitQueued(t, ch.a, 100<<10)
+			waitQueued(t, ch.b, 100<<10)
+			return 0, 0
+		}, false},
+		{"streaming during hand-off", func(*testing.T, chain) (int64, int64) { return 0, 0 }, true},
+		{"streaming during hand-off, partly read", func(t *testing.T, ch chain) (int64, int64) {
+			// The caller read some bytes, so Splice must drain while
+			// more arrive.
+			writePat(ch.cli, 1, 0, 7, 7)
+			writePat(ch.srv, 2, 0, 3, 3)
+			buf := make([]byte, 7)
+			io.ReadFull(ch.a, buf[:7])
+			ch.b.Write(buf[:7])
+			io.ReadFull(ch.b, buf[:3])
+			ch.a.Write(buf[:3])
+			return 7, 3
+		}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			kernel := 0
+			defer func() { t.Logf("%d of 10 pairs relayed by the kernel", kernel) }()
+			for range 10 {
+				ch := newChain(t, l)
+				callerA, callerB := tc.before(t, ch)
+				// The far ends read from the start, as real ones would.
+				var got [2]int64
+				var errs [2]error
+				rd := sync.WaitGroup{}
+				rd.Add(2)
+				go func() { defer rd.Done(); got[0], errs[0] = checkPat(ch.srv, 1, 0, 10*time.Second) }()
+				go func() { defer rd.Done(); got[1], errs[1] = checkPat(ch.cli, 2, 0, 10*time.Second) }()
+				var total int64 = 16 << 20
+				var wg sync.WaitGroup
+				if tc.during {
+					// Writers in small chunks, so skbs keep arriving.
+					wg.Add(2)
+					go func() { defer wg.Done(); writePat(ch.cli, 1, callerA, total-callerA, 1400); ch.cli.CloseWrite() }()
+					go func() { defer wg.Done(); writePat(ch.srv, 2, callerB, total-callerB, 1400); ch.srv.CloseWrite() }()
+					time.Sleep(time.Duration(rand.IntN(300)) * time.Microsecond)
+				}
+				p, err := r.Splice(context.Background(), ch.a, ch.b)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if p.Kernel() {
+					kernel++
+				}
+				if !tc.during {
+					time.Sleep(20 * time.Millisecond)
+				}
+				if !tc.during {
+					ch.cli.CloseWrite()
+					ch.srv.CloseWrite()
+				}
+				rd.Wait()
+				wg.Wait()
+				if err := errors.Join(errs[:]...); err != nil {
+					t.Fatal(err)
+				}
+				a2b, b2a, err := p.Wait()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if a2b+callerA != got[0] || b2a+callerB != got[1] {
+					t.Fatalf("Wait counted %d, %d, the caller %d, %d; the ends received %d, %d", a2b, b2a, callerA, callerB, got[0], got[1])
+				}
+				if tc.during && (got[0] != total || got[1] != total) {
+					t.Fatalf("received %d, %d bytes, want %d each", got[0], got[1], total)
+				}
+			}
+			wantEmpty(t, r)
+		})
+	}
+}
+
+// waitQueued waits until c has at least n bytes queued for reading.
+func waitQueued(t testing.TB, c *net.TCPConn, n int) {
+	t.Helper()
+	fd := fdOf(t, c)
+	for i := 0; ; i++ {
+		q, err := unix.IoctlGetInt(fd, unix.SIOCINQ)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if q >= n {
+			return
+		}
+		if i > 2000 {
+			t.Fatalf("only %d bytes queued, want %d", q, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }

@@ -38,3 +38,6 @@ func (p *Pair) Done() <-chan struct{} {
 
 // Bytes returns zeros.
 func (p *Pair) Bytes() (aToB, bToA int64) { return 0, 0 }
+
+// Kernel returns false.
+func (p *Pair) Kernel() bool { return false }
