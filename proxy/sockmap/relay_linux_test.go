@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -349,5 +350,139 @@ func waitQueued(t testing.TB, c *net.TCPConn, n int) {
 			t.Fatalf("only %d bytes queued, want %d", q, n)
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestHalfClose: a FIN from one side half-closes the other; the other
+// direction keeps flowing until its own FIN.
+func TestHalfClose(t *testing.T) {
+	r := openRelay(t)
+	ch := newChain(t, listener(t))
+	p, err := r.Splice(context.Background(), ch.a, ch.b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writePat(ch.cli, 1, 0, 1000, 1000)
+	ch.cli.CloseWrite()
+	if n, err := checkPat(ch.srv, 1, 0, 5*time.Second); err != nil || n != 1000 {
+		t.Fatalf("server read %d bytes, %v; want 1000 then EOF", n, err)
+	}
+	// The server answers after the client's FIN, as an HTTP/1.0 server does.
+	done := make(chan error)
+	go func() { done <- writePat(ch.srv, 2, 0, 8<<20, 32<<10) }()
+	if n, err := checkPat(ch.cli, 2, 0, 200*time.Millisecond); !errors.Is(err, os.ErrDeadlineExceeded) || n == 0 {
+		t.Fatalf("client read %d bytes, %v; want bytes and no EOF yet", n, err)
+	}
+	select {
+	case <-p.Done():
+		t.Fatal("the pair ended with one direction still open")
+	default:
+	}
+	go func() {
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+		ch.srv.CloseWrite()
+	}()
+	var n int64
+	buf := make([]byte, 64<<10)
+	ch.cli.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		m, err := ch.cli.Read(buf)
+		n += int64(m)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	a2b, b2a, err := p.Wait()
+	if err != nil || a2b != 1000 || b2a != 8<<20 {
+		t.Fatalf("Wait = %d, %d, %v; want 1000, %d, nil", a2b, b2a, err, 8<<20)
+	}
+	wantEmpty(t, r)
+}
+
+// TestReset: an RST on one side resets the other.
+func TestReset(t *testing.T) {
+	r := openRelay(t)
+	l := listener(t)
+	for _, tc := range []struct {
+		name       string
+		rst, other func(chain) *net.TCPConn
+	}{
+		{"client resets", func(c chain) *net.TCPConn { return c.cli }, func(c chain) *net.TCPConn { return c.srv }},
+		{"server resets", func(c chain) *net.TCPConn { return c.srv }, func(c chain) *net.TCPConn { return c.cli }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ch := newChain(t, l)
+			p, err := r.Splice(context.Background(), ch.a, ch.b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.rst(ch).Write([]byte("x"))
+			tc.other(ch).SetReadDeadline(time.Now().Add(5 * time.Second))
+			io.ReadFull(tc.other(ch), make([]byte, 1))
+			tc.rst(ch).SetLinger(0)
+			tc.rst(ch).Close()
+			_, err = readAll(tc.other(ch), 5*time.Second)
+			if !errors.Is(err, syscall.ECONNRESET) {
+				t.Fatalf("the other end read %v, want ECONNRESET", err)
+			}
+			if _, _, err := p.Wait(); !errors.Is(err, ErrReset) {
+				t.Fatalf("Wait: %v, want ErrReset", err)
+			}
+			wantEmpty(t, r)
+		})
+	}
+}
+
+// TestCancel: cancelling the context resets both ends.
+func TestCancel(t *testing.T) {
+	r := openRelay(t)
+	ch := newChain(t, listener(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	p, err := r.Splice(ctx, ch.a, ch.b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if _, _, err := p.Wait(); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Wait: %v, want context.Canceled", err)
+	}
+	for _, c := range []*net.TCPConn{ch.cli, ch.srv} {
+		if _, err := readAll(c, 5*time.Second); !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("an end read %v, want ECONNRESET", err)
+		}
+	}
+	wantEmpty(t, r)
+}
+
+// TestUserSpaceFallback: a socket that already has its FIN cannot enter a
+// sockhash; Splice relays it in user space, half-close included.
+func TestUserSpaceFallback(t *testing.T) {
+	r := openRelay(t)
+	ch := newChain(t, listener(t))
+	writePat(ch.cli, 1, 0, 300, 300)
+	ch.cli.CloseWrite()
+	time.Sleep(20 * time.Millisecond)
+	p, err := r.Splice(context.Background(), ch.a, ch.b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Kernel() {
+		t.Fatal("a CLOSE_WAIT socket went to the kernel")
+	}
+	if n, err := checkPat(ch.srv, 1, 0, 5*time.Second); err != nil || n != 300 {
+		t.Fatalf("server read %d, %v", n, err)
+	}
+	writePat(ch.srv, 2, 0, 1<<20, 64<<10)
+	ch.srv.CloseWrite()
+	if n, err := checkPat(ch.cli, 2, 0, 5*time.Second); err != nil || n != 1<<20 {
+		t.Fatalf("client read %d, %v", n, err)
+	}
+	if a2b, b2a, err := p.Wait(); err != nil || a2b != 300 || b2a != 1<<20 {
+		t.Fatalf("Wait = %d, %d, %v", a2b, b2a, err)
 	}
 }
