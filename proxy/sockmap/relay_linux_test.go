@@ -2,6 +2,7 @@ package sockmap
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"syscall"
 	"testing"
@@ -485,4 +487,142 @@ func TestUserSpaceFallback(t *testing.T) {
 	if a2b, b2a, err := p.Wait(); err != nil || a2b != 300 || b2a != 1<<20 {
 		t.Fatalf("Wait = %d, %d, %v", a2b, b2a, err)
 	}
+}
+
+// TestManyPairs relays 1,000 pairs at once: while idle they cost the relay
+// no goroutine; then each carries a request and an answer and ends.
+func TestManyPairs(t *testing.T) {
+	const n = 1000
+	r := openRelay(t)
+	l := listener(t)
+	chains := make([]chain, n)
+	for i := range chains {
+		chains[i] = newChain(t, l)
+	}
+	runtime.GC()
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
+	g0 := runtime.NumGoroutine()
+	pairs := make([]*Pair, n)
+	for i, ch := range chains {
+		p, err := r.Splice(context.Background(), ch.a, ch.b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pairs[i] = p
+	}
+	time.Sleep(50 * time.Millisecond)
+	g1 := runtime.NumGoroutine()
+	runtime.GC()
+	runtime.ReadMemStats(&m1)
+	t.Logf("%d idle pairs: %d goroutines, %.0f heap bytes per pair", n, g1-g0, (float64(m1.HeapInuse)-float64(m0.HeapInuse))/n)
+	if g1-g0 > 2 {
+		t.Errorf("%d idle pairs added %d goroutines", n, g1-g0)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*n)
+	for i, ch := range chains {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			if err := writePat(ch.cli, int64(i), 0, 4096, 4096); err != nil {
+				errs <- err
+			}
+			ch.cli.CloseWrite()
+			if got, err := checkPat(ch.cli, int64(-i), 0, 20*time.Second); err != nil || got != 2048 {
+				errs <- fmt.Errorf("pair %d: client read %d, %v", i, got, err)
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			if got, err := checkPat(ch.srv, int64(i), 0, 20*time.Second); err != nil || got != 4096 {
+				errs <- fmt.Errorf("pair %d: server read %d, %v", i, got, err)
+			}
+			writePat(ch.srv, int64(-i), 0, 2048, 2048)
+			ch.srv.Close()
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	for i, p := range pairs {
+		if a2b, b2a, err := p.Wait(); err != nil || a2b != 4096 || b2a != 2048 {
+			t.Fatalf("pair %d: Wait = %d, %d, %v", i, a2b, b2a, err)
+		}
+	}
+	wantEmpty(t, r)
+}
+
+// bigTransfer moves size random bytes each way through every chain at
+// once and compares SHA-256 sums.
+func bigTransfer(t *testing.T, r *Relay, chains []chain, size int64) {
+	var wg sync.WaitGroup
+	errs := make(chan error, 4*len(chains))
+	send := func(c *net.TCPConn, seed uint64, sum *[32]byte) {
+		defer wg.Done()
+		h := sha256.New()
+		src := rand.NewChaCha8([32]byte{byte(seed)})
+		buf := make([]byte, 256<<10)
+		for n := int64(0); n < size; n += int64(len(buf)) {
+			src.Read(buf)
+			h.Write(buf)
+			if _, err := c.Write(buf); err != nil {
+				errs <- err
+				return
+			}
+		}
+		c.CloseWrite()
+		h.Sum(sum[:0])
+	}
+	recv := func(c *net.TCPConn, sum *[32]byte) {
+		defer wg.Done()
+		h := sha256.New()
+		c.SetReadDeadline(time.Now().Add(50 * time.Second))
+		if _, err := io.Copy(h, c); err != nil {
+			errs <- err
+		}
+		h.Sum(sum[:0])
+	}
+	sums := make([][4][32]byte, len(chains))
+	pairs := make([]*Pair, len(chains))
+	for i, ch := range chains {
+		p, err := r.Splice(context.Background(), ch.a, ch.b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pairs[i] = p
+		wg.Add(4)
+		go send(ch.cli, uint64(2*i), &sums[i][0])
+		go send(ch.srv, uint64(2*i+1), &sums[i][1])
+		go recv(ch.srv, &sums[i][2])
+		go recv(ch.cli, &sums[i][3])
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	for i, s := range sums {
+		if s[0] != s[2] || s[1] != s[3] {
+			t.Errorf("pair %d: SHA-256 sums differ (client→server %t, server→client %t)", i, s[0] == s[2], s[1] == s[3])
+		}
+		if a2b, b2a, err := pairs[i].Wait(); err != nil || a2b != size || b2a != size {
+			t.Errorf("pair %d: Wait = %d, %d, %v; want %d each way", i, a2b, b2a, err, size)
+		}
+	}
+	wantEmpty(t, r)
+}
+
+// TestBigTransfers: 4 pairs each carry 64 MiB both ways at once, over
+// loopback.
+func TestBigTransfers(t *testing.T) {
+	r := openRelay(t)
+	l := listener(t)
+	chains := make([]chain, 4)
+	for i := range chains {
+		chains[i] = newChain(t, l)
+	}
+	bigTransfer(t, r, chains, 64<<20)
 }
