@@ -55,6 +55,7 @@ type options struct {
 	reps       int
 	dur        time.Duration
 	latN       int
+	latMax     time.Duration
 	rateDur    time.Duration
 	rateC      int
 	idleN      int
@@ -103,11 +104,12 @@ func run(args []string) error {
 	fs := flag.NewFlagSet("run", flag.ExitOnError)
 	fs.BoolVar(&o.quick, "quick", false, "short run (under 2 minutes): fewer repetitions, shorter tests")
 	fs.IntVar(&o.reps, "reps", 0, "repetitions (default 5, quick 3)")
-	fs.DurationVar(&o.dur, "t", 0, "duration of each throughput test (default 4s, quick 1.5s)")
-	fs.IntVar(&o.latN, "lat-n", 0, "latency samples per test (default 3000, quick 1000)")
-	fs.DurationVar(&o.rateDur, "rate-t", 0, "duration of each connection-rate test (default 2s, quick 1s)")
+	fs.DurationVar(&o.dur, "t", 0, "duration of each throughput test (default 4s, quick 1s)")
+	fs.IntVar(&o.latN, "lat-n", 0, "latency samples per test (default 3000, quick 600)")
+	fs.DurationVar(&o.latMax, "lat-t", 0, "most time a latency test may take, with fewer samples if it must (default 15s, quick 3s)")
+	fs.DurationVar(&o.rateDur, "rate-t", 0, "duration of each connection-rate test (default 2s, quick 0.8s)")
 	fs.IntVar(&o.rateC, "rate-c", 16, "concurrent workers in the connection-rate test")
-	fs.IntVar(&o.idleN, "idle-n", 10000, "idle connections held for the RSS test")
+	fs.IntVar(&o.idleN, "idle-n", 0, "idle connections held for the RSS test (default 10000, quick 3000; netshape-r only without -quick)")
 	fs.StringVar(&o.out, "out", "bench/out", "`DIR` for the JSON result")
 	fs.StringVar(&o.netshape, "netshape", "bin/netshape", "netshape `binary`")
 	fs.StringVar(&o.id, "id", "", "namespace id (hex; default random); namespaces are named tb<id><letter>")
@@ -127,9 +129,11 @@ func run(args []string) error {
 		}
 	}
 	def(&o.reps, 5, 3)
-	def(&o.latN, 3000, 1000)
-	defd(&o.dur, 4*time.Second, 1500*time.Millisecond)
-	defd(&o.rateDur, 2*time.Second, time.Second)
+	def(&o.latN, 3000, 600)
+	def(&o.idleN, 10000, 3000)
+	defd(&o.latMax, 15*time.Second, 3*time.Second)
+	defd(&o.dur, 4*time.Second, time.Second)
+	defd(&o.rateDur, 2*time.Second, 800*time.Millisecond)
 	if o.id == "" {
 		b := make([]byte, 3)
 		rand.Read(b)
@@ -334,7 +338,7 @@ func (r *runner) main() error {
 	res := newResults(strings.Fields(names(r.cs)))
 	res.Machine = machine()
 	res.Options = map[string]any{"quick": o.quick, "reps": o.reps, "tput_seconds": o.dur.Seconds(),
-		"lat_samples": o.latN, "rate_seconds": o.rateDur.Seconds(), "rate_workers": o.rateC, "idle_conns": o.idleN}
+		"lat_samples": o.latN, "lat_max_seconds": o.latMax.Seconds(), "rate_seconds": o.rateDur.Seconds(), "rate_workers": o.rateC, "idle_conns": o.idleN}
 	if r.find(cNetshapeR) != nil {
 		res.Options["rules"] = benchRules
 	}
@@ -343,6 +347,9 @@ func (r *runner) main() error {
 	for _, c := range r.cs {
 		if c.name == cDirect || c.name == cSocat {
 			continue // no relay / one process per connection
+		}
+		if c.name == cNetshapeR && o.quick {
+			continue // the same relay as netshape; its rules cost no memory worth the quick run's time
 		}
 		ir, err := r.idle(c)
 		if err != nil {
@@ -372,10 +379,11 @@ func (r *runner) main() error {
 		}
 		for _, c := range order {
 			var l LatResult
-			if err := r.client(c, &l, "lat", "-addr", c.target, "-n", strconv.Itoa(o.latN)); err != nil {
+			if err := r.client(c, &l, "lat", "-addr", c.target, "-n", strconv.Itoa(o.latN), "-max-t", o.latMax.String()); err != nil {
 				r.logf("WARNING: latency %s: %v", c.name, err)
 				l = LatResult{P50us: math.NaN(), P99us: math.NaN()}
 			}
+			res.add(c.name, "lat_n", float64(l.N))
 			res.add(c.name, "lat_p50_us", l.P50us)
 			res.add(c.name, "lat_p99_us", l.P99us)
 		}
