@@ -1,9 +1,21 @@
 package main
 
 import (
+	"flag"
 	"fmt"
+	"os"
 	"strings"
 )
+
+// policyCmd prints the netshape-r policy file, to run netshape with it by hand
+// (netshape start --config FILE) or to edit it for -rules-file.
+func policyCmd(args []string) error {
+	fs := flag.NewFlagSet("policy", flag.ExitOnError)
+	n := fs.Int("n", 1000, "rules")
+	fs.Parse(args)
+	_, err := os.Stdout.WriteString(benchPolicy(*n))
+	return err
+}
 
 // benchServerPort is the bench server's port inside the namespaces.
 const benchServerPort = 7000

@@ -64,6 +64,7 @@ type options struct {
 	id         string
 	contenders string
 	keep       bool
+	rulesFile  string
 	perf       bool
 }
 
@@ -93,10 +94,12 @@ type runner struct {
 	srvNS string
 	cs    []*contender
 	perfd map[string]bool // profiles taken
-	procs []*exec.Cmd
-	nss   []string
-	mu    sync.Mutex
-	once  sync.Once
+	// rulesN is how many rules netshape-r must have loaded from its policy file.
+	rulesN int
+	procs  []*exec.Cmd
+	nss    []string
+	mu     sync.Mutex
+	once   sync.Once
 }
 
 func run(args []string) error {
@@ -116,6 +119,7 @@ func run(args []string) error {
 	fs.StringVar(&o.contenders, "contenders", strings.Join(defaultContenders, ","),
 		"comma-separated contenders (direct is always run) from "+strings.Join(allContenders, ", "))
 	fs.BoolVar(&o.perf, "perf", false, "profile netshape with perf(1) during its first 8-stream and connection-rate tests (reports in -out)")
+	fs.StringVar(&o.rulesFile, "rules-file", "", "netshape-r's policy `FILE` instead of the generated one (nsbench policy prints that); its rules must not match the bench traffic")
 	fs.BoolVar(&o.keep, "keep", false, "leave namespaces and processes up after the run (debugging)")
 	fs.Parse(args)
 	def := func(v *int, full, quick int) {
@@ -340,7 +344,8 @@ func (r *runner) main() error {
 	res.Options = map[string]any{"quick": o.quick, "reps": o.reps, "tput_seconds": o.dur.Seconds(),
 		"lat_samples": o.latN, "lat_max_seconds": o.latMax.Seconds(), "rate_seconds": o.rateDur.Seconds(), "rate_workers": o.rateC, "idle_conns": o.idleN}
 	if r.find(cNetshapeR) != nil {
-		res.Options["rules"] = benchRules
+		res.Options["rules"] = r.rulesN
+		res.Options["rules_file"] = r.o.rulesFile
 	}
 
 	// Memory first, on fresh relays: reused heap from earlier tests would hide growth.
@@ -485,8 +490,19 @@ func (r *runner) startContender(c *contender) error {
 		if c.name == cNetshapeR {
 			// Rules from a policy file, as users load them; capture (dnsmap)
 			// and reverse lookups are on by default, said here so it shows.
+			text := []byte(benchPolicy(benchRules))
+			if r.o.rulesFile != "" {
+				if text, err = os.ReadFile(r.o.rulesFile); err != nil {
+					return fmt.Errorf("-rules-file: %w", err)
+				}
+			}
+			cfg, err := policy.ParseConfig(text)
+			if err != nil {
+				return fmt.Errorf("netshape-r policy: %w", err)
+			}
+			r.rulesN = len(cfg.Rules)
 			pf := filepath.Join(r.tmp, "netshape-r.toml")
-			if err := os.WriteFile(pf, []byte(benchPolicy(benchRules)), 0o644); err != nil {
+			if err := os.WriteFile(pf, text, 0o644); err != nil {
 				return err
 			}
 			args = append(args, "--config", pf, "--capture", "--ptr")
@@ -664,8 +680,8 @@ func (r *runner) checkNetshapeR(c *contender) error {
 			fromFile++
 		}
 	}
-	if fromFile != benchRules || st.Rules != benchRules {
-		return fmt.Errorf("the daemon has %d rules from its policy file (status: %d rules), want %d", fromFile, st.Rules, benchRules)
+	if fromFile != r.rulesN || st.Rules != r.rulesN {
+		return fmt.Errorf("the daemon has %d rules from its policy file (status: %d rules), want %d", fromFile, st.Rules, r.rulesN)
 	}
 	if st.Default != string(policy.Allow) {
 		return fmt.Errorf("default action %q, want allow", st.Default)
