@@ -1,10 +1,12 @@
 #!/bin/sh
 # bench/run.sh [--quick] [nsbench run flags...]
 #
-# Benchmarks netshape against direct connections and peer relays (HAProxy as a
-# transparent relay under the same kind of nftables redirect; HAProxy and socat
-# as plain relays) inside network namespaces it creates and deletes (named
-# tb<id>...). It never touches this machine's own network namespace.
+# Benchmarks netshape (without rules, and with 1,000 rules: netshape-r) against
+# direct connections and peer relays (HAProxy as a transparent relay under the
+# same kind of nftables redirect; a bare Go splice relay, gobare; HAProxy and
+# socat as plain relays with -contenders) inside network namespaces it creates
+# and deletes (named tb<id>...). It never touches this machine's own network
+# namespace.
 # Results: a table on stdout and bench/out/bench-<time>.json. Needs root.
 set -eu
 cd "$(dirname "$0")/.."

@@ -1,14 +1,23 @@
 // Command nsbench is netshape's benchmark harness (run it through bench/run.sh).
 //
 // `nsbench run` (Linux, root) builds a server network namespace and one client
-// namespace per contender (all named tb<id>…), starts the contenders —
-// direct, netshape (nft redirect + relay), HAProxy as a transparent relay
-// under an equivalent nft redirect, HAProxy and socat as plain relays — and
+// namespace per contender (all named tb<id>…), starts the contenders and
 // measures, interleaved within each repetition: single- and 8-stream
 // throughput, connection rate, connect + 1-byte round-trip latency, relay CPU
 // seconds per GB, and relay RSS per idle connection. It prints a table of
-// ratios to direct and writes the raw samples and summaries as JSON.
+// ratios to direct and the issue's targets, and writes the raw samples and
+// summaries as JSON.
 //
-// The other subcommands are the load generators and the server it runs
-// inside the namespaces: serve, tput, lat, rate, idle, probe.
+// Contenders by default: direct; netshape (nft redirect + relay, no rules);
+// netshape-r (the same with 1,000 rules from a policy file that match none of
+// the bench traffic, so every flow is evaluated and allowed by the default;
+// the run checks that the rules loaded and that procmap named the bench
+// client); haproxy-t (HAProxy as a transparent relay under an equivalent nft
+// redirect, the fair peer); gobare (`nsbench bare`, the issue's bare Go
+// splice relay under the same kind of redirect, a reference). On request
+// (-contenders): haproxy and socat as plain relays.
+//
+// The other subcommands are the load generators, the server and the bare
+// relay it runs inside the namespaces: serve, tput, lat, rate, idle, probe,
+// bare.
 package main

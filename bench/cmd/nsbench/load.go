@@ -193,10 +193,23 @@ func lat(args []string) error {
 	addr := fs.String("addr", "", "server `address`")
 	n := fs.Int("n", 2000, "samples")
 	warm := fs.Int("warm", 50, "unrecorded warm-up connections")
+	maxT := fs.Duration("max-t", 0, "stop after this long with fewer samples (0: no limit); warm-up gets a tenth of it")
 	fs.Parse(args)
 	d := &net.Dialer{Timeout: 5 * time.Second}
 	ds := make([]time.Duration, 0, *n)
-	for i := 0; i < *warm+*n; i++ {
+	start := time.Now()
+	over := func(frac float64) bool {
+		return *maxT > 0 && time.Since(start) >= time.Duration(frac*float64(*maxT))
+	}
+	warming := *warm > 0
+	for i := 0; len(ds) < *n; i++ {
+		if warming && (i >= *warm || over(0.1)) {
+			warming = false
+		}
+		if !warming && len(ds) > 0 && over(1) {
+			fmt.Fprintf(os.Stderr, "nsbench lat: stopped after %v with %d of %d samples\n", *maxT, len(ds), *n)
+			break
+		}
 		t0 := time.Now()
 		c, err := roundTrip(d, *addr)
 		el := time.Since(t0)
@@ -204,7 +217,7 @@ func lat(args []string) error {
 			return fmt.Errorf("latency probe %d to %s: %w", i, *addr, err)
 		}
 		c.Close()
-		if i >= *warm {
+		if !warming {
 			ds = append(ds, el)
 		}
 	}

@@ -9,28 +9,35 @@ import (
 
 // Contender names.
 const (
-	cDirect   = "direct"
-	cNetshape = "netshape"
-	cHAProxyT = "haproxy-t" // transparent, under an nft redirect: the fair peer
-	cHAProxy  = "haproxy"   // plain relay to a fixed server
-	cSocat    = "socat"     // plain relay, one process per connection
+	cDirect    = "direct"
+	cNetshape  = "netshape"
+	cNetshapeR = "netshape-r" // netshape with 1,000 rules that do not match the bench traffic
+	cHAProxyT  = "haproxy-t"  // transparent, under an nft redirect: the fair peer
+	cHAProxy   = "haproxy"    // plain relay to a fixed server
+	cSocat     = "socat"      // plain relay, one process per connection
+	cGoBare    = "gobare"     // the issue's bare Go splice relay (nsbench bare) under an nft redirect: a reference
 )
 
-var allContenders = []string{cDirect, cNetshape, cHAProxyT, cHAProxy, cSocat}
+// allContenders in table order; defaultContenders run unless -contenders says otherwise.
+var (
+	allContenders     = []string{cDirect, cNetshape, cNetshapeR, cHAProxyT, cGoBare, cHAProxy, cSocat}
+	defaultContenders = []string{cDirect, cNetshape, cNetshapeR, cHAProxyT, cGoBare}
+)
 
 // Results is the JSON a run writes: raw samples per contender and metric (one
 // per repetition, NaN-free: failed samples are dropped by spread), summaries,
 // and the issue's targets.
 type Results struct {
-	Machine        map[string]string                `json:"machine"`
-	Options        map[string]any                   `json:"options"`
-	Contenders     []string                         `json:"contenders"`
-	Raw            map[string]map[string][]float64  `json:"-"`
-	Samples        map[string]map[string][]*float64 `json:"samples"`
-	Summary        map[string]map[string]Spread     `json:"summary"`
-	VsDirect       map[string]map[string]Spread     `json:"vs_direct"`
-	Targets        []Target                         `json:"targets"`
-	NetshapeStatus any                              `json:"netshape_status,omitempty"`
+	Machine         map[string]string                `json:"machine"`
+	Options         map[string]any                   `json:"options"`
+	Contenders      []string                         `json:"contenders"`
+	Raw             map[string]map[string][]float64  `json:"-"`
+	Samples         map[string]map[string][]*float64 `json:"samples"`
+	Summary         map[string]map[string]Spread     `json:"summary"`
+	VsDirect        map[string]map[string]Spread     `json:"vs_direct"`
+	Targets         []Target                         `json:"targets"`
+	NetshapeStatus  any                              `json:"netshape_status,omitempty"`
+	NetshapeRStatus any                              `json:"netshape_r_status,omitempty"`
 }
 
 // Target is one goal from the issue, checked against this run.
@@ -104,6 +111,22 @@ func (r *Results) targets() {
 		}
 		r.Targets = append(r.Targets, Target{name, want, got, met, note})
 	}
+	defer func() {
+		// Rules, procmap and dnsmap on cost ≤ 10%: netshape-r against netshape,
+		// paired by repetition.
+		nr := r.VsDirect[cNetshapeR]
+		if nr == nil {
+			return
+		}
+		rr := spread(ratios(r.Raw[cNetshapeR]["rate_cps"], r.Raw[cNetshape]["rate_cps"]))
+		add("rules on: conn rate netshape-r / netshape", ">= 0.90", rr.Median, rr.Median >= 0.90,
+			fmt.Sprintf("paired by repetition, %d rules", r.Options["rules"]))
+		lr := spread(ratios(diffs(r.Raw[cNetshapeR]["lat_p50_us"], r.Raw[cDirect]["lat_p50_us"]),
+			diffs(r.Raw[cNetshape]["lat_p50_us"], r.Raw[cDirect]["lat_p50_us"])))
+		add("rules on: added p50 netshape-r / netshape", "<= 1.10", lr.Median, lr.Median <= 1.10,
+			fmt.Sprintf("paired by repetition; netshape-r +%.1f µs, netshape +%.1f µs",
+				nr["lat_p50_added_us"].Median, n["lat_p50_added_us"].Median))
+	}()
 	add("single-stream throughput vs direct", ">= 0.90", n["tput1_x"].Median, n["tput1_x"].Median >= 0.90, "")
 	add("8-stream throughput vs direct", ">= 0.85", n["tput8_x"].Median, n["tput8_x"].Median >= 0.85, "")
 	if h != nil {
@@ -164,6 +187,11 @@ func (r *Results) print(w io.Writer) {
 			cell("rate_cps", "%.0f"), cell("lat_p50_us", "%.0f"), cell("lat_p99_us", "%.0f"), cell("cpu1_s_per_gb", "%.2f"),
 			cell("cpu8_s_per_gb", "%.2f"), cell("rss_kib_per_conn", "%.1f"), cell("fds_per_conn", "%.1f"),
 			cell("idle_conns", "%.0f"), cell("rss_mib_total", "%.0f"))
+	}
+	for _, c := range r.Contenders {
+		if sp, ok := r.Summary[c]["identified_frac"]; ok && sp.N > 0 {
+			fmt.Fprintf(w, "%s: procmap named the bench client as the owner of %.1f%% of its last bench flows\n", c, 100*sp.Median)
+		}
 	}
 	if len(r.Targets) > 0 {
 		fmt.Fprintf(w, "\nTargets (netshape):\n")

@@ -4,6 +4,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -19,6 +20,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,14 +30,22 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/netshape/netshape/control"
+	"github.com/netshape/netshape/flow"
+	"github.com/netshape/netshape/policy"
 )
 
 // Ports inside the namespaces.
 const (
-	srvPort      = 7000
+	srvPort      = benchServerPort
 	netshapePort = 9040
 	relayPort    = 9041
 )
+
+// benchRules is how many rules netshape-r loads from its policy file.
+const benchRules = 1000
+
+// bareMark is the SO_MARK of gobare's upstream sockets, which its redirect skips.
+const bareMark = 0x5e8
 
 // USER_HZ: the unit of /proc/PID/stat times; 100 on every Linux ABI Go supports.
 const clockTicks = 100
@@ -45,6 +55,7 @@ type options struct {
 	reps       int
 	dur        time.Duration
 	latN       int
+	latMax     time.Duration
 	rateDur    time.Duration
 	rateC      int
 	idleN      int
@@ -53,6 +64,7 @@ type options struct {
 	id         string
 	contenders string
 	keep       bool
+	rulesFile  string
 	perf       bool
 }
 
@@ -82,10 +94,12 @@ type runner struct {
 	srvNS string
 	cs    []*contender
 	perfd map[string]bool // profiles taken
-	procs []*exec.Cmd
-	nss   []string
-	mu    sync.Mutex
-	once  sync.Once
+	// rulesN is how many rules netshape-r must have loaded from its policy file.
+	rulesN int
+	procs  []*exec.Cmd
+	nss    []string
+	mu     sync.Mutex
+	once   sync.Once
 }
 
 func run(args []string) error {
@@ -93,16 +107,19 @@ func run(args []string) error {
 	fs := flag.NewFlagSet("run", flag.ExitOnError)
 	fs.BoolVar(&o.quick, "quick", false, "short run (under 2 minutes): fewer repetitions, shorter tests")
 	fs.IntVar(&o.reps, "reps", 0, "repetitions (default 5, quick 3)")
-	fs.DurationVar(&o.dur, "t", 0, "duration of each throughput test (default 4s, quick 1.5s)")
-	fs.IntVar(&o.latN, "lat-n", 0, "latency samples per test (default 3000, quick 1000)")
-	fs.DurationVar(&o.rateDur, "rate-t", 0, "duration of each connection-rate test (default 2s, quick 1s)")
+	fs.DurationVar(&o.dur, "t", 0, "duration of each throughput test (default 4s, quick 1s)")
+	fs.IntVar(&o.latN, "lat-n", 0, "latency samples per test (default 3000, quick 600)")
+	fs.DurationVar(&o.latMax, "lat-t", 0, "most time a latency test may take, with fewer samples if it must (default 15s, quick 3s)")
+	fs.DurationVar(&o.rateDur, "rate-t", 0, "duration of each connection-rate test (default 2s, quick 0.8s)")
 	fs.IntVar(&o.rateC, "rate-c", 16, "concurrent workers in the connection-rate test")
-	fs.IntVar(&o.idleN, "idle-n", 10000, "idle connections held for the RSS test")
+	fs.IntVar(&o.idleN, "idle-n", 0, "idle connections held for the RSS test (default 10000, quick 3000; netshape-r only without -quick)")
 	fs.StringVar(&o.out, "out", "bench/out", "`DIR` for the JSON result")
 	fs.StringVar(&o.netshape, "netshape", "bin/netshape", "netshape `binary`")
 	fs.StringVar(&o.id, "id", "", "namespace id (hex; default random); namespaces are named tb<id><letter>")
-	fs.StringVar(&o.contenders, "contenders", strings.Join(allContenders, ","), "comma-separated contenders (direct is always run)")
+	fs.StringVar(&o.contenders, "contenders", strings.Join(defaultContenders, ","),
+		"comma-separated contenders (direct is always run) from "+strings.Join(allContenders, ", "))
 	fs.BoolVar(&o.perf, "perf", false, "profile netshape with perf(1) during its first 8-stream and connection-rate tests (reports in -out)")
+	fs.StringVar(&o.rulesFile, "rules-file", "", "netshape-r's policy `FILE` instead of the generated one (nsbench policy prints that); its rules must not match the bench traffic")
 	fs.BoolVar(&o.keep, "keep", false, "leave namespaces and processes up after the run (debugging)")
 	fs.Parse(args)
 	def := func(v *int, full, quick int) {
@@ -116,9 +133,11 @@ func run(args []string) error {
 		}
 	}
 	def(&o.reps, 5, 3)
-	def(&o.latN, 3000, 1000)
-	defd(&o.dur, 4*time.Second, 1500*time.Millisecond)
-	defd(&o.rateDur, 2*time.Second, time.Second)
+	def(&o.latN, 3000, 600)
+	def(&o.idleN, 10000, 3000)
+	defd(&o.latMax, 15*time.Second, 3*time.Second)
+	defd(&o.dur, 4*time.Second, time.Second)
+	defd(&o.rateDur, 2*time.Second, 800*time.Millisecond)
 	if o.id == "" {
 		b := make([]byte, 3)
 		rand.Read(b)
@@ -278,7 +297,7 @@ func (r *runner) main() error {
 	if err := r.addNS(r.srvNS); err != nil {
 		return err
 	}
-	letters := map[string]string{cDirect: "d", cNetshape: "n", cHAProxyT: "h", cHAProxy: "p", cSocat: "x"}
+	letters := map[string]string{cDirect: "d", cNetshape: "n", cNetshapeR: "r", cHAProxyT: "h", cGoBare: "g", cHAProxy: "p", cSocat: "x"}
 	i := 0
 	for _, name := range allContenders {
 		if !want[name] {
@@ -323,12 +342,19 @@ func (r *runner) main() error {
 	res := newResults(strings.Fields(names(r.cs)))
 	res.Machine = machine()
 	res.Options = map[string]any{"quick": o.quick, "reps": o.reps, "tput_seconds": o.dur.Seconds(),
-		"lat_samples": o.latN, "rate_seconds": o.rateDur.Seconds(), "rate_workers": o.rateC, "idle_conns": o.idleN}
+		"lat_samples": o.latN, "lat_max_seconds": o.latMax.Seconds(), "rate_seconds": o.rateDur.Seconds(), "rate_workers": o.rateC, "idle_conns": o.idleN}
+	if r.find(cNetshapeR) != nil {
+		res.Options["rules"] = r.rulesN
+		res.Options["rules_file"] = r.o.rulesFile
+	}
 
 	// Memory first, on fresh relays: reused heap from earlier tests would hide growth.
 	for _, c := range r.cs {
 		if c.name == cDirect || c.name == cSocat {
 			continue // no relay / one process per connection
+		}
+		if c.name == cNetshapeR && o.quick {
+			continue // the same relay as netshape; its rules cost no memory worth the quick run's time
 		}
 		ir, err := r.idle(c)
 		if err != nil {
@@ -358,10 +384,11 @@ func (r *runner) main() error {
 		}
 		for _, c := range order {
 			var l LatResult
-			if err := r.client(c, &l, "lat", "-addr", c.target, "-n", strconv.Itoa(o.latN)); err != nil {
+			if err := r.client(c, &l, "lat", "-addr", c.target, "-n", strconv.Itoa(o.latN), "-max-t", o.latMax.String()); err != nil {
 				r.logf("WARNING: latency %s: %v", c.name, err)
 				l = LatResult{P50us: math.NaN(), P99us: math.NaN()}
 			}
+			res.add(c.name, "lat_n", float64(l.N))
 			res.add(c.name, "lat_p50_us", l.P50us)
 			res.add(c.name, "lat_p99_us", l.P99us)
 		}
@@ -380,11 +407,25 @@ func (r *runner) main() error {
 			time.Sleep(300 * time.Millisecond)
 		}
 	}
-	if c := r.find(cNetshape); c != nil {
+	for _, c := range r.cs {
+		if c.name != cNetshape && c.name != cNetshapeR {
+			continue
+		}
 		var st control.Status
 		if err := control.NewClient(c.socket).Get(context.Background(), "/v1/status", &st); err == nil {
-			res.NetshapeStatus = &st
-			r.logf("netshape relayed %d flows, %d failed, %.1f GB out", st.Total, st.Failed, float64(st.BytesOut)/1e9)
+			if c.name == cNetshape {
+				res.NetshapeStatus = &st
+			} else {
+				res.NetshapeRStatus = &st
+			}
+			r.logf("%s relayed %d flows, %d failed, %.1f GB out", c.name, st.Total, st.Failed, float64(st.BytesOut)/1e9)
+		}
+		// How many of the last bench flows procmap found the owner of.
+		if n, known, err := r.identified(c); err != nil {
+			r.logf("WARNING: %s flows: %v", c.name, err)
+		} else if n > 0 {
+			res.add(c.name, "identified_frac", float64(known)/float64(n))
+			r.logf("%s: procmap named nsbench as the owner of %d of the last %d bench flows", c.name, known, n)
 		}
 	}
 	res.summarise()
@@ -441,11 +482,32 @@ func (r *runner) startContender(c *contender) error {
 	switch c.name {
 	case cDirect:
 		c.target = srv
-	case cNetshape:
+	case cNetshape, cNetshapeR:
 		c.target = srv
-		c.socket = filepath.Join(r.tmp, "netshape.sock")
-		c.cmd, c.exited, err = r.start(c.ns, "netshape", r.o.netshape, "start", "--state-dir", filepath.Join(r.tmp, "netshape-state"),
-			"--socket", c.socket, "--port", strconv.Itoa(netshapePort), "--log-level", "warn")
+		c.socket = filepath.Join(r.tmp, c.name+".sock")
+		args := []string{"start", "--state-dir", filepath.Join(r.tmp, c.name+"-state"),
+			"--socket", c.socket, "--port", strconv.Itoa(netshapePort), "--log-level", "warn"}
+		if c.name == cNetshapeR {
+			// Rules from a policy file, as users load them; capture (dnsmap)
+			// and reverse lookups are on by default, said here so it shows.
+			text := []byte(benchPolicy(benchRules))
+			if r.o.rulesFile != "" {
+				if text, err = os.ReadFile(r.o.rulesFile); err != nil {
+					return fmt.Errorf("-rules-file: %w", err)
+				}
+			}
+			cfg, err := policy.ParseConfig(text)
+			if err != nil {
+				return fmt.Errorf("netshape-r policy: %w", err)
+			}
+			r.rulesN = len(cfg.Rules)
+			pf := filepath.Join(r.tmp, "netshape-r.toml")
+			if err := os.WriteFile(pf, text, 0o644); err != nil {
+				return err
+			}
+			args = append(args, "--config", pf, "--capture", "--ptr")
+		}
+		c.cmd, c.exited, err = r.start(c.ns, c.name, r.o.netshape, args...)
 		if err != nil {
 			return err
 		}
@@ -480,6 +542,32 @@ backend original_destination
 		if err := r.startHAProxy(c, cfg); err != nil {
 			return err
 		}
+	case cGoBare:
+		c.target = srv
+		// haproxy-t's redirect, with the relay's upstream sockets exempt by their mark.
+		rules := fmt.Sprintf(`table ip nsbench {
+    chain out {
+        type nat hook output priority -100; policy accept;
+        meta mark %#x return
+        ip daddr 127.0.0.0/8 return
+        meta l4proto tcp counter redirect to :%d
+    }
+}
+`, bareMark, relayPort)
+		rf := filepath.Join(r.tmp, "gobare.nft")
+		if err := os.WriteFile(rf, []byte(rules), 0o644); err != nil {
+			return err
+		}
+		if err := must("ip", "netns", "exec", c.ns, "nft", "-f", rf); err != nil {
+			return err
+		}
+		c.cmd, c.exited, err = r.start(c.ns, c.name, r.self, "bare", "-listen", plain, "-mark", fmt.Sprintf("%#x", bareMark))
+		if err != nil {
+			return err
+		}
+		if err := waitListen(c, plain); err != nil {
+			return err
+		}
 	case cHAProxy:
 		c.target = plain
 		cfg := haproxyGlobal + fmt.Sprintf(`frontend plain
@@ -504,15 +592,20 @@ backend server
 	}
 	// Prove the transparent contenders really relayed the probe.
 	switch c.name {
-	case cNetshape:
+	case cNetshape, cNetshapeR:
 		var st control.Status
 		if err := control.NewClient(c.socket).Get(context.Background(), "/v1/status", &st); err != nil || st.Total == 0 {
-			return fmt.Errorf("netshape saw no flow after the probe (status %+v, err %v)", st, err)
+			return fmt.Errorf("%s saw no flow after the probe (status %+v, err %v)", c.name, st, err)
 		}
-	case cHAProxyT:
+		if c.name == cNetshapeR {
+			if err := r.checkNetshapeR(c); err != nil {
+				return fmt.Errorf("netshape-r is not what it claims to measure: %w (logs in %s)", err, r.tmp)
+			}
+		}
+	case cHAProxyT, cGoBare:
 		out, err := cmdIn(c.ns, "nft", "list", "table", "ip", "nsbench").CombinedOutput()
 		if err != nil || regexp.MustCompile(`counter packets [1-9]`).Find(out) == nil {
-			return fmt.Errorf("the HAProxy redirect rule matched nothing: %v\n%s", err, out)
+			return fmt.Errorf("the %s redirect rule matched nothing: %v\n%s", c.name, err, out)
 		}
 	}
 	r.logf("%s up in %s (relay pid %d), clients dial %s", c.name, c.ns, c.pid(), c.target)
@@ -541,12 +634,107 @@ func (r *runner) waitNetshape(c *contender) error {
 		}
 		select {
 		case <-c.exited:
-			b, _ := os.ReadFile(filepath.Join(r.tmp, "netshape.log"))
-			return fmt.Errorf("netshape exited: %s", b)
+			b, _ := os.ReadFile(filepath.Join(r.tmp, c.name+".log"))
+			return fmt.Errorf("%s exited: %s", c.name, b)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	return errors.New("netshape did not answer on its control socket within 15s")
+	return fmt.Errorf("%s did not answer on its control socket within 15s", c.name)
+}
+
+// waitListen waits until a relay started in c's namespace accepts on addr.
+func waitListen(c *contender, addr string) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		out, _ := exec.Command("ip", "netns", "exec", c.ns, "ss", "-Hltn", "src", addr).Output()
+		if len(strings.TrimSpace(string(out))) > 0 {
+			return nil
+		}
+		select {
+		case <-c.exited:
+			return fmt.Errorf("%s exited before it listened on %s", c.name, addr)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("%s did not listen on %s within 10s", c.name, addr)
+}
+
+// checkNetshapeR fails unless netshape-r is what the issue asks for: the
+// daemon loaded every rule of the policy file with the default action allow,
+// and a bench flow (the probe) carries the bench client's pid and exe
+// (procmap found it) and was allowed by the default action, not by a rule.
+func (r *runner) checkNetshapeR(c *contender) error {
+	cl := control.NewClient(c.socket)
+	ctx := context.Background()
+	var st control.Status
+	if err := cl.Get(ctx, "/v1/status", &st); err != nil {
+		return err
+	}
+	var rules []policy.Rule
+	if err := cl.Get(ctx, "/v1/rules", &rules); err != nil {
+		return fmt.Errorf("list rules: %w", err)
+	}
+	fromFile := 0
+	for _, ru := range rules {
+		if ru.ID < 0 {
+			fromFile++
+		}
+	}
+	if fromFile != r.rulesN || st.Rules != r.rulesN {
+		return fmt.Errorf("the daemon has %d rules from its policy file (status: %d rules), want %d", fromFile, st.Rules, r.rulesN)
+	}
+	if st.Default != string(policy.Allow) {
+		return fmt.Errorf("default action %q, want allow", st.Default)
+	}
+	fs, err := r.benchFlows(c)
+	if err != nil {
+		return err
+	}
+	if len(fs) == 0 {
+		return errors.New("no flow to the bench server in /v1/flows after the probe")
+	}
+	f := fs[len(fs)-1]
+	if f.PID == 0 || f.Exe != r.self {
+		return fmt.Errorf("procmap did not identify the bench client: flow %d has pid %d exe %q, want the pid of %s", f.ID, f.PID, f.Exe, r.self)
+	}
+	if f.Verdict != string(policy.Allow) || f.RuleID != 0 {
+		return fmt.Errorf("flow %d: verdict %q by rule %d, want allow by the default action (no rule may match the bench traffic)", f.ID, f.Verdict, f.RuleID)
+	}
+	r.logf("netshape-r: %d rules loaded (default allow); probe flow %d: pid %d %s, uid %d, verdict %s by default",
+		fromFile, f.ID, f.PID, f.Exe, f.UID, f.Verdict)
+	return nil
+}
+
+// benchFlows are the live and recently closed flows of c to the bench server, oldest first.
+func (r *runner) benchFlows(c *contender) ([]flow.Flow, error) {
+	var fs []flow.Flow
+	if err := control.NewClient(c.socket).Get(context.Background(), "/v1/flows?closed=1", &fs); err != nil {
+		return nil, fmt.Errorf("list flows: %w", err)
+	}
+	var out []flow.Flow
+	for _, f := range fs {
+		if f.Dst.Port() == srvPort {
+			out = append(out, f)
+		}
+	}
+	slices.SortFunc(out, func(a, b flow.Flow) int { return cmp.Compare(a.ID, b.ID) })
+	return out, nil
+}
+
+// identified counts the bench flows netshape still lists (the last ~1000) and
+// those whose owner procmap found to be the bench client.
+func (r *runner) identified(c *contender) (n, known int, err error) {
+	fs, err := r.benchFlows(c)
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, f := range fs {
+		n++
+		if f.PID != 0 && f.Exe == r.self {
+			known++
+		}
+	}
+	return n, known, nil
 }
 
 // client runs a load generator in c's namespace and decodes its JSON line into out.

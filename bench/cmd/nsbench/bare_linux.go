@@ -1,0 +1,109 @@
+//go:build linux
+
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// bare is the gobare contender: the issue's reference "bare Go prototype" of
+// a transparent relay, as plain as it can be. It accepts connections an nft
+// redirect sends it, reads SO_ORIGINAL_DST (IPv4), dials that destination
+// with SO_MARK set (the redirect returns early for the mark, so the upstream
+// connection is not redirected again), and copies each direction on its own
+// goroutine with io.CopyN in 1 MiB steps, which Go turns into splice(2).
+// At EOF it half-closes the other side; on an error it closes both.
+func bare(args []string) error {
+	fs := flag.NewFlagSet("bare", flag.ExitOnError)
+	addr := fs.String("listen", "127.0.0.1:9041", "listen `address` (the nft redirect's target)")
+	mark := fs.Int("mark", 0x5e8, "SO_MARK of upstream sockets (the redirect must return for it)")
+	fs.Parse(args)
+	l, err := net.Listen("tcp4", *addr)
+	if err != nil {
+		return fmt.Errorf("bare relay: listen on %s: %w", *addr, err)
+	}
+	d := &net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, *mark)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			time.Sleep(10 * time.Millisecond) // EMFILE and the like
+			continue
+		}
+		go bareConn(c.(*net.TCPConn), d)
+	}
+}
+
+func bareConn(c *net.TCPConn, d *net.Dialer) {
+	defer c.Close()
+	dst, err := origDst4(c)
+	if err != nil {
+		return
+	}
+	uc, err := d.Dial("tcp4", dst.String())
+	if err != nil {
+		return
+	}
+	u := uc.(*net.TCPConn)
+	defer u.Close()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); bareCopy(u, c) }()
+	bareCopy(c, u)
+	wg.Wait()
+}
+
+// bareCopy copies src to dst until EOF, then half-closes dst.
+func bareCopy(dst, src *net.TCPConn) {
+	for {
+		_, err := io.CopyN(dst, src, 1<<20)
+		if errors.Is(err, io.EOF) {
+			dst.CloseWrite()
+			return
+		}
+		if err != nil {
+			dst.Close()
+			src.Close()
+			return
+		}
+	}
+}
+
+// origDst4 reads the IPv4 original destination of a redirected connection:
+// getsockopt(SOL_IP, SO_ORIGINAL_DST) fills a struct sockaddr_in, 16 bytes
+// like the ipv6_mreq that x/sys/unix reads for us.
+func origDst4(c *net.TCPConn) (netip.AddrPort, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	var sa *unix.IPv6Mreq
+	var gerr error
+	if err := rc.Control(func(fd uintptr) {
+		sa, gerr = unix.GetsockoptIPv6Mreq(int(fd), unix.SOL_IP, unix.SO_ORIGINAL_DST)
+	}); err != nil {
+		return netip.AddrPort{}, err
+	}
+	if gerr != nil {
+		return netip.AddrPort{}, fmt.Errorf("getsockopt SO_ORIGINAL_DST: %w", gerr)
+	}
+	b := sa.Multiaddr // sin_family (2), sin_port (2, big endian), sin_addr (4), padding
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[4:8])), uint16(b[2])<<8|uint16(b[3])), nil
+}
