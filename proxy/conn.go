@@ -151,7 +151,7 @@ func (c *conn) run() bool {
 	// have more likely arrived: a peek is a syscall on the setup path.
 	sniffed := false
 	if h.NeedsHost != nil && h.NeedsHost() {
-		sniffed = c.sniff(&f, p.cfg.PeekWait, p.cfg.PeekWait)
+		sniffed = c.sniff(&f, p.cfg.PeekWait, splitWait)
 		if !sniffed && f.Host == "" && h.Name != nil {
 			// A client that sends nothing (server speaks first) was waited
 			// for: the DNS answer it resolved may have been learnt meanwhile.
@@ -319,6 +319,11 @@ func (c *conn) sniff(f *flow.Flow, wait, more time.Duration) bool {
 		time.Sleep(200 * time.Microsecond)
 	}
 }
+
+// splitWait bounds the wait for the rest of a first message the decision
+// needs (a ClientHello over two segments) once its first bytes are in: a
+// client writes it at once, so the rest follows within microseconds.
+const splitWait = 10 * time.Millisecond
 
 // lateSniffMore bounds how long a relayed client's first message may wait for
 // its rest while nothing depends on its name.

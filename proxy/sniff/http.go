@@ -94,7 +94,11 @@ func checkRequestLine(l []byte, partial bool) error {
 		return errNotHTTP
 	}
 	if i == len(l) {
-		if partial {
+		// Only a method so far. Clients send the request line in one
+		// write, so a first message that is a few capitals and nothing
+		// more is another protocol (a 1-byte "E" must not wait for a
+		// rest that never comes), unless it begins a known method.
+		if partial && knownMethodPrefix(l) {
 			return nil
 		}
 		return errNotHTTP
@@ -207,4 +211,24 @@ func isToken(b []byte) bool {
 		}
 	}
 	return true
+}
+
+// methods are the request methods whose first bytes alone are taken for the
+// start of an HTTP request: RFC 9110's, PATCH, HTTP/2's preface (PRI) and
+// the WebDAV, CalDAV and UPnP ones that clients send.
+var methods = [...]string{
+	"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "PRI",
+	"PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK", "SEARCH", "REPORT",
+	"MKCALENDAR", "ACL", "BIND", "UNBIND", "REBIND", "CHECKOUT", "MERGE", "MKACTIVITY",
+	"M-SEARCH", "NOTIFY", "SUBSCRIBE", "UNSUBSCRIBE", "PURGE", "LINK", "UNLINK",
+}
+
+// knownMethodPrefix reports whether p is a prefix of a known method.
+func knownMethodPrefix(p []byte) bool {
+	for _, m := range methods {
+		if len(p) <= len(m) && m[:len(p)] == string(p) {
+			return true
+		}
+	}
+	return false
 }

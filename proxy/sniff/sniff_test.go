@@ -258,6 +258,10 @@ func TestDetect(t *testing.T) {
 		{"GET / HTTP/1.1\r\nHost: x.example\r\n\r\n", "x.example", "http", nil},
 		{"GET / HTTP/1.0\r\n\r\n", "", "http", []error{ErrNoHost}},
 		{"GE", "", "http", []error{ErrNeedMore}},
+		{"PROPF", "", "http", []error{ErrNeedMore}},
+		{"E", "", "", []error{ErrNotHTTP}},                                  // a one-byte binary message, not a method's start
+		{"XYZ", "", "", []error{ErrNotHTTP}},                                // no known method begins so
+		{"XYZ / HTTP/1.1\r\nHost: z.example\r\n", "z.example", "http", nil}, // a whole line with any method still counts
 		{"", "", "", []error{ErrNeedMore}},
 		{string(hello(sniExt(0, "y.example"))), "y.example", "sni", nil},
 		{string(hello(nil)), "", "sni", []error{ErrNoHost}},
