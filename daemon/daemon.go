@@ -132,11 +132,12 @@ type Daemon struct {
 	started time.Time
 	wg      sync.WaitGroup
 
-	ruleMu sync.Mutex // serializes rule changes
-	rules  atomic.Pointer[rules]
-	oneOff flowRates
-	runs   runs
-	usage  usage
+	ruleMu  sync.Mutex // serializes rule changes
+	rules   atomic.Pointer[rules]
+	oneOff  flowRates
+	limMemo limitMemo
+	runs    runs
+	usage   usage
 
 	ifaceLive sync.Map // iface name -> *ifaceCount
 

@@ -57,7 +57,9 @@ func (d *Daemon) reloadRules() error {
 
 // decide is the proxy's Decide hook: pure policy over the flow.
 func (d *Daemon) decide(f *flow.Flow) proxy.Action {
-	v := d.rules.Load().set.Decide(f, d.pol.DefaultAction, time.Now())
+	r, now := d.rules.Load(), time.Now()
+	v := r.set.Decide(f, d.pol.DefaultAction, now)
+	d.limMemo.remember(r, f, now, v.Limits) // the shaper asks for them next
 	f.RuleID = v.RuleID
 	f.Verdict = string(v.Action)
 	return toProxy(v.Action)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -52,13 +54,7 @@ func (d *Daemon) matchSelector(pattern string, f *flow.Flow) bool {
 		if err != nil {
 			return false
 		}
-		v := d.rules.Load().set.Decide(f, d.pol.DefaultAction, time.Now())
-		for _, l := range v.Limits {
-			if l == n {
-				return true
-			}
-		}
-		return false
+		return slices.Contains(d.limitIDs(f), n)
 	}
 	if id, ok := strings.CutPrefix(pattern, selFlow); ok {
 		return id == strconv.FormatUint(f.ID, 10)
@@ -68,6 +64,56 @@ func (d *Daemon) matchSelector(pattern string, f *flow.Flow) bool {
 		return err == nil && d.inRun(n, f)
 	}
 	return false
+}
+
+// limitMemo remembers the limit ids of the last flow asked about. The
+// shaper asks once per rule limit and quota while it builds a flow's path
+// (hundreds of questions with many limits), each of which was a full
+// decision over every rule.
+type limitMemo struct {
+	mu  sync.Mutex
+	r   *rules
+	key limitKey
+	at  time.Time
+	ids []int64
+}
+
+// limitKey is every field of a flow a decision reads.
+type limitKey struct {
+	id              uint64
+	exe, user, host string
+	iface           string
+	pid, uid        int
+	dst             netip.AddrPort
+}
+
+// limitIDs returns the ids of the rules whose limits apply to f, deciding
+// once per flow (and rule set, and second: rules expire).
+func (d *Daemon) limitIDs(f *flow.Flow) []int64 {
+	r := d.rules.Load()
+	now := time.Now()
+	k := limitKeyOf(f)
+	m := &d.limMemo
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.r == r && m.key == k && now.Sub(m.at) < time.Second {
+		return m.ids
+	}
+	v := r.set.Decide(f, d.pol.DefaultAction, now)
+	m.r, m.key, m.at, m.ids = r, k, now, v.Limits
+	return v.Limits
+}
+
+func limitKeyOf(f *flow.Flow) limitKey {
+	return limitKey{id: f.ID, exe: f.Exe, user: f.User, host: f.Host, iface: f.Iface, pid: f.PID, uid: f.UID, dst: f.Dst}
+}
+
+// remember stores a decision made elsewhere (the proxy's Decide hook).
+func (m *limitMemo) remember(r *rules, f *flow.Flow, at time.Time, ids []int64) {
+	k := limitKeyOf(f)
+	m.mu.Lock()
+	m.r, m.key, m.at, m.ids = r, k, at, ids
+	m.mu.Unlock()
 }
 
 // applyLimits turns the rules' rate and quota fields into shaper limits and
