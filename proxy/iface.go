@@ -52,12 +52,59 @@ func (ic *ifaceCache) name(a netip.Addr) string {
 // routeIface finds the interface a connection to dst would leave by, without
 // sending anything: connecting a UDP socket (marked like upstream sockets, so
 // policy routing agrees) makes the kernel pick the route and a source address.
+// The answer is kept for routeTTL per destination address: the lookup is a
+// socket, a mark, a connect and a close (8 syscalls) on the setup path of
+// every connection while an interface rule exists, and routes seldom change.
 func (p *Proxy) routeIface(dst netip.AddrPort) string {
+	a := dst.Addr().Unmap()
+	now := time.Now()
+	if name, ok := p.routes.get(a, now); ok {
+		return name
+	}
 	d := net.Dialer{Control: p.cfg.DialControl}
 	c, err := d.Dial("udp", dst.String())
 	if err != nil {
 		return ""
 	}
 	defer c.Close()
-	return p.ifaces.name(c.LocalAddr().(*net.UDPAddr).AddrPort().Addr())
+	name := p.ifaces.name(c.LocalAddr().(*net.UDPAddr).AddrPort().Addr())
+	if name != "" {
+		p.routes.put(a, name, now)
+	}
+	return name
+}
+
+const (
+	routeTTL       = 2 * time.Second
+	routeCacheSize = 4096
+)
+
+// routeCache maps destination addresses to egress interface names for routeTTL.
+type routeCache struct {
+	mu sync.Mutex
+	m  map[netip.Addr]routeEntry
+}
+
+type routeEntry struct {
+	iface string
+	at    time.Time
+}
+
+func (rc *routeCache) get(a netip.Addr, now time.Time) (string, bool) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	e, ok := rc.m[a]
+	if !ok || now.Sub(e.at) > routeTTL {
+		return "", false
+	}
+	return e.iface, true
+}
+
+func (rc *routeCache) put(a netip.Addr, iface string, now time.Time) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if rc.m == nil || len(rc.m) >= routeCacheSize {
+		rc.m = make(map[netip.Addr]routeEntry) // bounded: start over
+	}
+	rc.m[a] = routeEntry{iface, now}
 }

@@ -153,3 +153,4 @@ func TestResetOfParkedFlow(t *testing.T) {
 	}
 	h.waitClosed(1)
 }
+

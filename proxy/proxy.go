@@ -116,6 +116,7 @@ type Proxy struct {
 	log      *slog.Logger
 	dialer   net.Dialer
 	ifaces   ifaceCache
+	routes   routeCache
 	pipes    pipePool
 	parker   *parker // nil: idle relay directions wait on their own goroutine
 	peekBufs *peekBufs
