@@ -153,4 +153,3 @@ func TestResetOfParkedFlow(t *testing.T) {
 	}
 	h.waitClosed(1)
 }
-
