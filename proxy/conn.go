@@ -456,7 +456,10 @@ func (x *direction) run() {
 // parker runs it again on a new goroutine once src is readable.
 func (x *direction) copy() (ended bool) {
 	c := x.c
-	wait := false // after a wake or at the start src is (likely) readable: do not wait
+	// Waiting is always right: transfer tries src first and waits only when
+	// it has nothing, so a readable src (after a wake, or a client's first
+	// bytes) costs nothing, and an empty one costs one splice, not two.
+	wait := true
 	for {
 		want := chunk
 		if x.lim != nil {
