@@ -134,6 +134,8 @@ type accountResult struct {
 	OnBytesIn   int64
 	OnBytesOut  int64
 	Final       Traffic // totals since the start, after Run returned
+	Backend     string
+	BackendErr  string
 }
 
 func runHelper(mode string) int {
@@ -293,6 +295,7 @@ func helperAccount() error {
 	iface := os.Getenv("BPFACCT_IFACE")
 	var dns, onIn, onOut atomic.Int64
 	a, err := New(Config{
+		RingOnly:      os.Getenv("BPFACCT_RING_ONLY") != "",
 		Ifaces:        []string{iface},
 		Logger:        slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		PollInterval:  100 * time.Millisecond,
@@ -307,6 +310,11 @@ func helperAccount() error {
 	})
 	if err != nil {
 		return err
+	}
+	if os.Getenv("BPFACCT_REFUSE_BPF") != "" {
+		a.openCounter = func(ifaceInfo, bool) (kernelSource, error) {
+			return nil, fmt.Errorf("%w: test: %w", errBPFRefused, os.ErrPermission)
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -346,6 +354,10 @@ func helperAccount() error {
 		KernelRxPkt: k1.RxPackets - k0.RxPackets, KernelTxPkt: k1.TxPackets - k0.TxPackets,
 		DNS: dns.Load(), Remotes: snap.Remotes,
 		OnBytesIn: onIn.Load(), OnBytesOut: onOut.Load(), Final: fin.Traffic,
+	}
+	r.Backend, err = a.Backend()
+	if err != nil {
+		r.BackendErr = err.Error()
 	}
 	r.Iface = s1
 	r.Iface.Traffic = Traffic{
@@ -409,12 +421,37 @@ func within(got, want uint64, frac float64) bool {
 
 // TestCaptureVethEndToEnd runs the Accounter on one end of a veth while TCP,
 // UDP and DNS traffic crosses it, and compares its counts with the kernel's.
+//
+// It runs once per way of counting: in the kernel (the default where the
+// kernel takes the eBPF counter), from the ring (Config.RingOnly), and from
+// the ring after the kernel refused the counter (the fallback).
 func TestCaptureVethEndToEnd(t *testing.T) {
 	needRoot(t)
+	for _, tc := range []struct {
+		name, env, backend string
+		refused            bool
+	}{
+		{"ebpf", "", BackendEBPF, false},
+		{"ring", "BPFACCT_RING_ONLY=1", BackendRing, false},
+		{"fallback", "BPFACCT_REFUSE_BPF=1", BackendRing, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := captureVethEndToEnd(t, tc.env)
+			if r.Backend != tc.backend {
+				t.Errorf("Backend() = %q (%s), want %q", r.Backend, r.BackendErr, tc.backend)
+			}
+			if tc.refused && !strings.Contains(r.BackendErr, errBPFRefused.Error()) {
+				t.Errorf("Backend() error %q does not say the kernel refused the counter", r.BackendErr)
+			}
+		})
+	}
+}
+
+func captureVethEndToEnd(t *testing.T, env string) accountResult {
 	tn := newTestNet(t)
 	sink := startHelper(t, tn.b, "sink")
 	sink.line(t, 10*time.Second)
-	acct := startHelper(t, tn.a, "account", "BPFACCT_IFACE="+vethA)
+	acct := startHelper(t, tn.a, "account", "BPFACCT_IFACE="+vethA, env)
 	acct.line(t, 20*time.Second)
 	const tcpBytes, udpPkts, dnsN = 8 << 20, 2000, 20
 	send := startHelper(t, tn.a, "send", "BPFACCT_TCP_BYTES="+strconv.Itoa(tcpBytes),
@@ -458,6 +495,7 @@ func TestCaptureVethEndToEnd(t *testing.T) {
 	if !peer {
 		t.Errorf("no tcp remote row for %s with >= %d bytes out: %+v", hostB, tcpBytes, r.Remotes)
 	}
+	return r
 }
 
 // TestInterfaceVanishes deletes the captured veth mid-capture: Run must log,
