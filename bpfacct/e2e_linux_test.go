@@ -151,6 +151,14 @@ func runHelper(mode string) int {
 		err = helperSetUp()
 	case "vanish":
 		err = helperVanish()
+	case "mixsink":
+		err = helperMixSink()
+	case "mix":
+		err = helperMix()
+	case "compare":
+		err = helperCompare()
+	case "ping":
+		err = helperPing()
 	default:
 		err = fmt.Errorf("unknown helper mode %q", mode)
 	}
