@@ -104,6 +104,8 @@ type Accounter struct {
 	// openCounter opens the in-kernel counter on an interface (a seam for
 	// the fallback tests).
 	openCounter func(in ifaceInfo, passDNS bool) (kernelSource, error)
+	// openDNS opens the DNS answers' own capture (a seam for tests).
+	openDNS func(in ifaceInfo) (packetSource, error)
 }
 
 // kernelSource is a capture whose counting happens in the kernel: it yields
@@ -156,6 +158,7 @@ func New(cfg Config) (*Accounter, error) {
 		log = slog.Default()
 	}
 	a := &Accounter{cfg: cfg, log: log.With("pkg", "bpfacct"), ifaces: map[string]*ifaceEntry{}}
+	a.openDNS = openDNSSource
 	a.openCounter = func(in ifaceInfo, passDNS bool) (kernelSource, error) {
 		return openKernelCounter(in, a.cfg.MaxRemotes, passDNS, min(a.cfg.StatsInterval, 100*time.Millisecond))
 	}
@@ -350,7 +353,7 @@ func (a *Accounter) reconcile(ctx context.Context, infos []ifaceInfo, caps map[s
 // them (and only them) up.
 func (a *Accounter) open(in ifaceInfo) (src, dns packetSource, err error) {
 	if a.cfg.OnDNS != nil {
-		if dns, err = openDNSSource(in); err != nil {
+		if dns, err = a.openDNS(in); err != nil {
 			dns = nil
 			if !errors.Is(err, ErrUnsupported) {
 				a.log.Debug("no separate DNS capture; answers come with the counting source", "iface", in.Name, "err", err)

@@ -84,11 +84,19 @@ type helper struct {
 
 func startHelper(t testing.TB, ns, mode string, env ...string) *helper {
 	t.Helper()
+	return startHelperWrapped(t, ns, nil, mode, env...)
+}
+
+// startHelperWrapped runs the helper through wrap (a command and its
+// arguments, such as setpriv with options) inside ns.
+func startHelperWrapped(t testing.TB, ns string, wrap []string, mode string, env ...string) *helper {
+	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("ip", "netns", "exec", ns, self)
+	args := append(append([]string{"netns", "exec", ns}, wrap...), self)
+	cmd := exec.Command("ip", args...)
 	cmd.Env = append(os.Environ(), append(env, helperEnv+"="+mode)...)
 	cmd.Stderr = os.Stderr
 	in, _ := cmd.StdinPipe()
@@ -319,6 +327,9 @@ func helperAccount() error {
 	if err != nil {
 		return err
 	}
+	if os.Getenv("BPFACCT_NO_DNS_CAPTURE") != "" {
+		a.openDNS = func(ifaceInfo) (packetSource, error) { return nil, errors.New("test: no DNS capture") }
+	}
 	if os.Getenv("BPFACCT_REFUSE_BPF") != "" {
 		a.openCounter = func(ifaceInfo, bool) (kernelSource, error) {
 			return nil, fmt.Errorf("%w: test: %w", errBPFRefused, os.ErrPermission)
@@ -440,11 +451,15 @@ func TestCaptureVethEndToEnd(t *testing.T) {
 		refused            bool
 	}{
 		{"ebpf", "", BackendEBPF, false},
+		// DNS answers passed up by the in-kernel counter's own socket.
+		{"ebpf-dns", "BPFACCT_NO_DNS_CAPTURE=1", BackendEBPF, false},
+		// DNS answers copied whole to the counting ring.
+		{"ring-dns", "BPFACCT_RING_ONLY=1 BPFACCT_NO_DNS_CAPTURE=1", BackendRing, false},
 		{"ring", "BPFACCT_RING_ONLY=1", BackendRing, false},
 		{"fallback", "BPFACCT_REFUSE_BPF=1", BackendRing, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := captureVethEndToEnd(t, tc.env)
+			r := captureVethEndToEnd(t, strings.Fields(tc.env), nil)
 			if r.Backend != tc.backend {
 				t.Errorf("Backend() = %q (%s), want %q", r.Backend, r.BackendErr, tc.backend)
 			}
@@ -455,11 +470,11 @@ func TestCaptureVethEndToEnd(t *testing.T) {
 	}
 }
 
-func captureVethEndToEnd(t *testing.T, env string) accountResult {
+func captureVethEndToEnd(t *testing.T, env, wrap []string) accountResult {
 	tn := newTestNet(t)
 	sink := startHelper(t, tn.b, "sink")
 	sink.line(t, 10*time.Second)
-	acct := startHelper(t, tn.a, "account", "BPFACCT_IFACE="+vethA, env)
+	acct := startHelperWrapped(t, tn.a, wrap, "account", append(env, "BPFACCT_IFACE="+vethA)...)
 	acct.line(t, 20*time.Second)
 	const tcpBytes, udpPkts, dnsN = 8 << 20, 2000, 20
 	send := startHelper(t, tn.a, "send", "BPFACCT_TCP_BYTES="+strconv.Itoa(tcpBytes),

@@ -10,7 +10,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -374,4 +376,23 @@ func TestKernelCountsMatchRing(t *testing.T) {
 			t.Errorf("remote %s: ring %+v, none in the kernel", k, tr)
 		}
 	}
+}
+
+// TestFallbackWithoutCapBPF runs the Accounter as root without CAP_BPF,
+// CAP_SYS_ADMIN and CAP_PERFMON (dropped from the bounding set by setpriv):
+// with unprivileged BPF disabled the kernel refuses the counter, and the
+// ring must count instead, as well as ever.
+func TestFallbackWithoutCapBPF(t *testing.T) {
+	needRoot(t)
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Skip("needs setpriv (util-linux) to drop capabilities")
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/unprivileged_bpf_disabled"); err != nil || strings.TrimSpace(string(b)) == "0" {
+		t.Skip("unprivileged BPF is allowed here: dropping capabilities would not make the kernel refuse the counter")
+	}
+	r := captureVethEndToEnd(t, nil, []string{"setpriv", "--bounding-set", "-bpf,-sys_admin,-perfmon", "--"})
+	if r.Backend != BackendRing || !strings.Contains(r.BackendErr, errBPFRefused.Error()) {
+		t.Errorf("Backend() = %q, %q; want %q and the kernel's refusal", r.Backend, r.BackendErr, BackendRing)
+	}
+	t.Logf("backend %s: %s", r.Backend, r.BackendErr)
 }
