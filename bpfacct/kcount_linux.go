@@ -33,6 +33,7 @@ type kernelCounter struct {
 	cur     uint32 // generation the program writes now
 	prev    kcTotals
 	poll    time.Duration
+	dropped uint64 // PACKET_STATISTICS resets at each read: the sum so far
 	buf     []byte
 	once    sync.Once
 }
@@ -172,13 +173,14 @@ func (k *kernelCounter) next() ([]byte, int, time.Time, error) {
 }
 
 // drops is how many passed-up packets the socket buffer could not hold (the
-// counts themselves never drop).
+// counts themselves never drop), cumulative.
 func (k *kernelCounter) drops() (uint64, error) {
 	st, err := unix.GetsockoptTpacketStats(k.fd, unix.SOL_PACKET, unix.PACKET_STATISTICS)
 	if err != nil {
-		return 0, err
+		return k.dropped, err
 	}
-	return uint64(st.Drops), nil
+	k.dropped += uint64(st.Drops)
+	return k.dropped, nil
 }
 
 // collect adds what the kernel counted since the last call to c, then flips
