@@ -71,9 +71,24 @@ type Config struct {
 	// did). It runs on the capture goroutine: keep it quick (feeding
 	// interface quotas and meters is the intended use).
 	OnBytes func(iface string, in, out int64)
+	// RingOnly counts from the capture ring even where the kernel accepts the
+	// eBPF counter (Linux): for comparisons, and as an escape hatch.
+	RingOnly bool
 	// Logger gets capture starts, stops and errors. Default: slog.Default().
 	Logger *slog.Logger
 }
+
+// Backend names, as Accounter.Backend returns them.
+const (
+	// BackendEBPF: an eBPF socket filter counts in the kernel (Linux); no
+	// packet is copied to user space but DNS answers.
+	BackendEBPF = "ebpf"
+	// BackendRing: every packet's headers are copied to an AF_PACKET ring
+	// and counted in user space (Linux without the eBPF counter).
+	BackendRing = "ring"
+	// BackendBPF: every packet is read from /dev/bpf (darwin, freebsd).
+	BackendBPF = "bpf"
+)
 
 // Accounter captures on interfaces and counts their traffic.
 type Accounter struct {
@@ -83,6 +98,25 @@ type Accounter struct {
 
 	mu     sync.Mutex
 	ifaces map[string]*ifaceEntry // by name; kept after an interface vanishes
+	// kernelErr is why the eBPF counter is not used (nil: it is).
+	kernelErr error
+
+	// openCounter opens the in-kernel counter on an interface (a seam for
+	// the fallback tests).
+	openCounter func(in ifaceInfo, passDNS bool) (kernelSource, error)
+	// openDNS opens the DNS answers' own capture (a seam for tests).
+	openDNS func(in ifaceInfo) (packetSource, error)
+}
+
+// kernelSource is a capture whose counting happens in the kernel: it yields
+// only the DNS answers it was asked to pass up, and collect folds what the
+// kernel counted into c.
+type kernelSource interface {
+	packetSource
+	// collect adds what was counted since the last call to c.
+	collect(c *counters) error
+	// finish detaches the counter, adds what is left to c and frees it.
+	finish(c *counters) error
 }
 
 // ifaceEntry is the Accounter's record of one interface.
@@ -123,7 +157,53 @@ func New(cfg Config) (*Accounter, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Accounter{cfg: cfg, log: log.With("pkg", "bpfacct"), ifaces: map[string]*ifaceEntry{}}, nil
+	a := &Accounter{cfg: cfg, log: log.With("pkg", "bpfacct"), ifaces: map[string]*ifaceEntry{}}
+	a.openDNS = openDNSSource
+	a.openCounter = func(in ifaceInfo, passDNS bool) (kernelSource, error) {
+		return openKernelCounter(in, a.cfg.MaxRemotes, passDNS, min(a.cfg.StatsInterval, 100*time.Millisecond))
+	}
+	switch {
+	case cfg.RingOnly:
+		a.kernelErr = errRingOnly
+	default:
+		// Loading the program once costs about a millisecond and tells
+		// Backend the truth before Run.
+		a.kernelErr = probeKernelCounting()
+	}
+	return a, nil
+}
+
+var errRingOnly = errors.New("Config.RingOnly is set")
+
+// Backend names how packets are counted: BackendEBPF, or the user-space
+// capture (BackendRing on Linux, BackendBPF on darwin and freebsd, "none"
+// elsewhere) together with the reason the eBPF counter is not used. The
+// daemon logs it at start. It can change from BackendEBPF to BackendRing
+// when the kernel refuses the counter on an interface later; captures that
+// already count in the kernel keep doing so.
+func (a *Accounter) Backend() (name string, err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.kernelErr == nil {
+		return BackendEBPF, nil
+	}
+	return captureBackend, a.kernelErr
+}
+
+func (a *Accounter) useKernel() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.kernelErr == nil
+}
+
+// refuseKernel switches later captures to the ring for good.
+func (a *Accounter) refuseKernel(err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.kernelErr == nil {
+		a.kernelErr = err
+		a.log.Warn("the kernel refused the eBPF counter; counting from a capture ring from now on", "err", err)
+	}
 }
 
 // Run captures until ctx ends, then closes every capture and returns nil.
@@ -217,7 +297,7 @@ func (a *Accounter) reconcile(ctx context.Context, infos []ifaceInfo, caps map[s
 		if caps[name] != nil {
 			continue
 		}
-		src, err := openSource(in, a.cfg.Snaplen, a.cfg.RingBytes)
+		src, dns, err := a.open(in)
 		if err != nil {
 			if errors.Is(err, os.ErrPermission) {
 				err = fmt.Errorf("%w: open capture on %s: %w", ErrPermission, name, err)
@@ -238,27 +318,21 @@ func (a *Accounter) reconcile(ctx context.Context, infos []ifaceInfo, caps map[s
 		addrs := in.Addrs
 		h.addrs.Store(&addrs)
 		caps[name] = h
-		a.log.Info("capturing", "iface", name, "index", in.Index, "link", in.Link.String(), "snaplen", a.cfg.Snaplen)
+		_, inKernel := src.(kernelSource)
+		a.log.Info("capturing", "iface", name, "index", in.Index, "link", in.Link.String(), "snaplen", a.cfg.Snaplen, "in_kernel", inKernel)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer close(h.done)
-			// DNS answers get a capture of their own that hands each one
-			// over at once: the counting ring delivers in blocks, and an app
-			// connects a moment after its answer arrives.
 			onDNS := a.cfg.OnDNS
 			var dnsDone chan struct{}
-			if onDNS != nil {
-				if ds, err := openDNSSource(in); err == nil {
-					dnsDone = make(chan struct{})
-					go func() {
-						defer close(dnsDone)
-						a.captureDNS(cctx, in, h.addrs, ds)
-					}()
-					onDNS = nil
-				} else if !errors.Is(err, ErrUnsupported) {
-					a.log.Debug("no separate DNS capture; answers come with the counting ring", "iface", name, "err", err)
-				}
+			if dns != nil {
+				dnsDone = make(chan struct{})
+				go func() {
+					defer close(dnsDone)
+					a.captureDNS(cctx, in, h.addrs, dns)
+				}()
+				onDNS = nil
 			}
 			a.capture(cctx, name, in, h.addrs, e, src, onDNS)
 			if dnsDone != nil {
@@ -268,6 +342,47 @@ func (a *Accounter) reconcile(ctx context.Context, infos []ifaceInfo, caps map[s
 		}()
 	}
 	return openErr
+}
+
+// open opens what counts on in: the in-kernel counter when the kernel takes
+// it, else the capture ring; and, when OnDNS is set, DNS answers get a
+// capture of their own that hands each one over at once (the counting ring
+// delivers in blocks, and an app connects a moment after its answer
+// arrives). When that capture cannot be opened, answers come with the
+// counting source: the ring copies them whole, the in-kernel counter passes
+// them (and only them) up.
+func (a *Accounter) open(in ifaceInfo) (src, dns packetSource, err error) {
+	if a.cfg.OnDNS != nil {
+		if dns, err = a.openDNS(in); err != nil {
+			dns = nil
+			if !errors.Is(err, ErrUnsupported) {
+				a.log.Debug("no separate DNS capture; answers come with the counting source", "iface", in.Name, "err", err)
+			}
+		}
+	}
+	closeDNS := func() {
+		if dns != nil {
+			dns.close()
+			dns = nil
+		}
+	}
+	if a.useKernel() {
+		kc, err := a.openCounter(in, a.cfg.OnDNS != nil && dns == nil)
+		if err == nil {
+			return kc, dns, nil
+		}
+		if !errors.Is(err, errBPFRefused) {
+			closeDNS()
+			return nil, nil, err
+		}
+		a.refuseKernel(err)
+	}
+	src, err = openSource(in, a.cfg.Snaplen, a.cfg.RingBytes)
+	if err != nil {
+		closeDNS()
+		return nil, nil, err
+	}
+	return src, dns, nil
 }
 
 func (a *Accounter) wanted(in ifaceInfo) bool {
@@ -301,16 +416,36 @@ func (a *Accounter) capture(ctx context.Context, name string, in ifaceInfo, addr
 
 	c := e.c
 	mac := in.MAC
+	// With the in-kernel counter, the packets read here are DNS answers
+	// passed up for OnDNS only: the kernel counted them already.
+	kc, _ := src.(kernelSource)
+	count := c
+	if kc != nil {
+		count = newCounters(1)
+	}
 	var (
 		p                 packetInfo
 		lastIn, lastOut   int64
 		nextStats         = time.Now().Add(a.cfg.StatsInterval)
 		dnsCut, undecoded uint64
+		finished          bool // the in-kernel counter is closed
 	)
 	flush := func() {
-		drops, err := src.drops()
-		if err != nil {
-			a.log.Debug("cannot read capture statistics", "iface", name, "err", err)
+		if kc != nil && !finished {
+			if err := kc.collect(c); err != nil {
+				a.log.Warn("cannot read the in-kernel counters", "iface", name, "err", err)
+			}
+		}
+		c.mu.Lock()
+		drops := c.drops - c.dropsBase
+		c.mu.Unlock()
+		if !finished {
+			d, err := src.drops()
+			if err != nil {
+				a.log.Debug("cannot read capture statistics", "iface", name, "err", err)
+			} else {
+				drops = d
+			}
 		}
 		c.makeRoom()
 		c.mu.Lock()
@@ -333,6 +468,14 @@ func (a *Accounter) capture(ctx context.Context, name string, in ifaceInfo, addr
 	lastIn, lastOut = t0.BytesIn, t0.BytesOut
 	defer func() {
 		flush()
+		if kc != nil {
+			// Detach first, then read what came in since the last flush.
+			if err := kc.finish(c); err != nil {
+				a.log.Warn("cannot read the in-kernel counters at stop", "iface", name, "err", err)
+			}
+			finished = true
+			flush()
+		}
 		src.close()
 		c.mu.Lock()
 		c.dropsBase = c.drops
@@ -355,7 +498,7 @@ func (a *Accounter) capture(ctx context.Context, name string, in ifaceInfo, addr
 			}
 			return
 		}
-		if !countFrame(c, &p, data, wire, in.Link, mac, addrs, onDNS) {
+		if !countFrame(count, &p, data, wire, in.Link, mac, addrs, onDNS) && kc == nil {
 			undecoded++
 		}
 		if p.HasPorts && p.SrcPort == dnsPort && len(p.Payload) > 0 && !p.Complete {

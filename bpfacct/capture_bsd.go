@@ -72,3 +72,6 @@ func linkTypeOf(ifc net.Interface) LinkType {
 // openDNSSource: the BSD capture has no filter, so DNS answers come with the
 // counting capture.
 func openDNSSource(in ifaceInfo) (packetSource, error) { return nil, ErrUnsupported }
+
+// captureBackend names the user-space capture path for Accounter.Backend.
+const captureBackend = "bpf"

@@ -123,3 +123,6 @@ func openDNSSource(in ifaceInfo) (packetSource, error) {
 	}
 	return &afpacketSource{tp: tp}, nil
 }
+
+// captureBackend names the user-space capture path for Accounter.Backend.
+const captureBackend = "ring"

@@ -16,3 +16,6 @@ func linkTypeOf(ifc net.Interface) LinkType {
 }
 
 func openDNSSource(in ifaceInfo) (packetSource, error) { return nil, ErrUnsupported }
+
+// captureBackend names the user-space capture path for Accounter.Backend.
+const captureBackend = "none"

@@ -69,6 +69,11 @@ func newTestNet(t testing.TB) testNet {
 	run(t, "ip", "-n", tn.a, "link", "add", vethA, "type", "veth", "peer", "name", vethB, "netns", tn.b)
 	run(t, "ip", "-n", tn.a, "addr", "add", hostA+"/24", "dev", vethA)
 	run(t, "ip", "-n", tn.b, "addr", "add", hostB+"/24", "dev", vethB)
+	// No IPv6 link-local addresses: their duplicate detection, MLD reports
+	// and router solicitations would cross the veth at random moments for
+	// seconds and blur the counts compared at a window's edges.
+	run(t, "ip", "-n", tn.a, "link", "set", vethA, "addrgenmode", "none")
+	run(t, "ip", "-n", tn.b, "link", "set", vethB, "addrgenmode", "none")
 	for _, c := range [][]string{{tn.a, vethA}, {tn.a, "lo"}, {tn.b, vethB}, {tn.b, "lo"}} {
 		run(t, "ip", "-n", c[0], "link", "set", c[1], "up")
 	}
@@ -84,11 +89,19 @@ type helper struct {
 
 func startHelper(t testing.TB, ns, mode string, env ...string) *helper {
 	t.Helper()
+	return startHelperWrapped(t, ns, nil, mode, env...)
+}
+
+// startHelperWrapped runs the helper through wrap (a command and its
+// arguments, such as setpriv with options) inside ns.
+func startHelperWrapped(t testing.TB, ns string, wrap []string, mode string, env ...string) *helper {
+	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("ip", "netns", "exec", ns, self)
+	args := append(append([]string{"netns", "exec", ns}, wrap...), self)
+	cmd := exec.Command("ip", args...)
 	cmd.Env = append(os.Environ(), append(env, helperEnv+"="+mode)...)
 	cmd.Stderr = os.Stderr
 	in, _ := cmd.StdinPipe()
@@ -134,6 +147,8 @@ type accountResult struct {
 	OnBytesIn   int64
 	OnBytesOut  int64
 	Final       Traffic // totals since the start, after Run returned
+	Backend     string
+	BackendErr  string
 }
 
 func runHelper(mode string) int {
@@ -149,6 +164,14 @@ func runHelper(mode string) int {
 		err = helperSetUp()
 	case "vanish":
 		err = helperVanish()
+	case "mixsink":
+		err = helperMixSink()
+	case "mix":
+		err = helperMix()
+	case "compare":
+		err = helperCompare()
+	case "ping":
+		err = helperPing()
 	default:
 		err = fmt.Errorf("unknown helper mode %q", mode)
 	}
@@ -293,6 +316,7 @@ func helperAccount() error {
 	iface := os.Getenv("BPFACCT_IFACE")
 	var dns, onIn, onOut atomic.Int64
 	a, err := New(Config{
+		RingOnly:      os.Getenv("BPFACCT_RING_ONLY") != "",
 		Ifaces:        []string{iface},
 		Logger:        slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		PollInterval:  100 * time.Millisecond,
@@ -307,6 +331,14 @@ func helperAccount() error {
 	})
 	if err != nil {
 		return err
+	}
+	if os.Getenv("BPFACCT_NO_DNS_CAPTURE") != "" {
+		a.openDNS = func(ifaceInfo) (packetSource, error) { return nil, errors.New("test: no DNS capture") }
+	}
+	if os.Getenv("BPFACCT_REFUSE_BPF") != "" {
+		a.openCounter = func(ifaceInfo, bool) (kernelSource, error) {
+			return nil, fmt.Errorf("%w: test: %w", errBPFRefused, os.ErrPermission)
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -346,6 +378,10 @@ func helperAccount() error {
 		KernelRxPkt: k1.RxPackets - k0.RxPackets, KernelTxPkt: k1.TxPackets - k0.TxPackets,
 		DNS: dns.Load(), Remotes: snap.Remotes,
 		OnBytesIn: onIn.Load(), OnBytesOut: onOut.Load(), Final: fin.Traffic,
+	}
+	r.Backend, err = a.Backend()
+	if err != nil {
+		r.BackendErr = err.Error()
 	}
 	r.Iface = s1
 	r.Iface.Traffic = Traffic{
@@ -409,12 +445,41 @@ func within(got, want uint64, frac float64) bool {
 
 // TestCaptureVethEndToEnd runs the Accounter on one end of a veth while TCP,
 // UDP and DNS traffic crosses it, and compares its counts with the kernel's.
+//
+// It runs once per way of counting: in the kernel (the default where the
+// kernel takes the eBPF counter), from the ring (Config.RingOnly), and from
+// the ring after the kernel refused the counter (the fallback).
 func TestCaptureVethEndToEnd(t *testing.T) {
 	needRoot(t)
+	for _, tc := range []struct {
+		name, env, backend string
+		refused            bool
+	}{
+		{"ebpf", "", BackendEBPF, false},
+		// DNS answers passed up by the in-kernel counter's own socket.
+		{"ebpf-dns", "BPFACCT_NO_DNS_CAPTURE=1", BackendEBPF, false},
+		// DNS answers copied whole to the counting ring.
+		{"ring-dns", "BPFACCT_RING_ONLY=1 BPFACCT_NO_DNS_CAPTURE=1", BackendRing, false},
+		{"ring", "BPFACCT_RING_ONLY=1", BackendRing, false},
+		{"fallback", "BPFACCT_REFUSE_BPF=1", BackendRing, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := captureVethEndToEnd(t, strings.Fields(tc.env), nil)
+			if r.Backend != tc.backend {
+				t.Errorf("Backend() = %q (%s), want %q", r.Backend, r.BackendErr, tc.backend)
+			}
+			if tc.refused && !strings.Contains(r.BackendErr, errBPFRefused.Error()) {
+				t.Errorf("Backend() error %q does not say the kernel refused the counter", r.BackendErr)
+			}
+		})
+	}
+}
+
+func captureVethEndToEnd(t *testing.T, env, wrap []string) accountResult {
 	tn := newTestNet(t)
 	sink := startHelper(t, tn.b, "sink")
 	sink.line(t, 10*time.Second)
-	acct := startHelper(t, tn.a, "account", "BPFACCT_IFACE="+vethA)
+	acct := startHelperWrapped(t, tn.a, wrap, "account", append(env, "BPFACCT_IFACE="+vethA)...)
 	acct.line(t, 20*time.Second)
 	const tcpBytes, udpPkts, dnsN = 8 << 20, 2000, 20
 	send := startHelper(t, tn.a, "send", "BPFACCT_TCP_BYTES="+strconv.Itoa(tcpBytes),
@@ -458,6 +523,7 @@ func TestCaptureVethEndToEnd(t *testing.T) {
 	if !peer {
 		t.Errorf("no tcp remote row for %s with >= %d bytes out: %+v", hostB, tcpBytes, r.Remotes)
 	}
+	return r
 }
 
 // TestInterfaceVanishes deletes the captured veth mid-capture: Run must log,
