@@ -70,6 +70,11 @@ func (d *Daemon) startCapture(ctx context.Context) {
 		return
 	}
 	d.acct = a
+	if name, err := a.Backend(); err != nil {
+		d.log.Info("interface accounting reads every packet (its in-kernel counter is off)", "backend", name, "reason", err)
+	} else {
+		d.log.Debug("interface accounting", "backend", name)
+	}
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
