@@ -22,10 +22,13 @@ import (
 // kernel, charged to the daemon: in nsbench namespace pairs (1 stream, same
 // run, alternated) 64 KiB pipes cost 0.91 CPU s/GB, 1 MiB pipes 0.61 (0.52
 // with the caller's chunk at 1 MiB too), against 0.42 for gobare's io.CopyN
-// relay. Loopback-only BenchmarkRelayVsDirect does not show the gain (the
-// client and server share the relay's 2 cores there); BenchmarkRelayCPU
-// measures the relay's CPU per GB instead. A pipe's size is only the most it
-// may hold: its pages are the sockets' own, referenced while they pass.
+// relay. Summed over relay, client, server and ksoftirqd: 1.96 s/GB at
+// 64 KiB, 1.64 at 1 MiB, gobare 1.69 (direct 0.69); what is left of the
+// per-process gap is kernel work gobare's client pays for (0.55 vs 0.28
+// s/GB). In-process loopback benchmarks (BenchmarkRelayVsDirect,
+// BenchmarkRelayCPU) do not show the gain: there the upstream is loopback
+// too and client, server and relay share one runtime. A pipe's size is only
+// the most it may hold: its pages are the sockets' own while they pass.
 
 type pipe struct{ r, w int }
 
