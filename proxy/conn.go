@@ -17,9 +17,11 @@ import (
 )
 
 // chunk is the largest copy between two counter updates when nothing limits the
-// flow: large enough that splice moves big runs, small enough that counters and
-// quota checks stay current.
-const chunk = 256 << 10
+// flow: it matches the 1 MiB pipe, so a splice moves what the pipe holds, and
+// is under a millisecond at 10 Gbit/s, so counters and quota checks stay
+// current. (256 KiB measured 0.1 s/GB more CPU and ~20% less throughput for
+// one stream through the daemon, namespace pair, same run.)
+const chunk = 1 << 20
 
 // conn is one live flow.
 type conn struct {
