@@ -5,6 +5,11 @@
 // on them), watches for the ends of stream and turns a FIN into a half-close
 // and an RST into a reset of the peer.
 //
+// The kernel takes a socket only if nobody read from it yet (peeking is
+// fine): its verdict program would resend bytes already read. Splice relays
+// a pair with such a socket, or one that already has its FIN, by a
+// user-space copy instead (Pair.Kernel is false).
+//
 // Linux only; Open returns ErrUnsupported elsewhere and when the kernel
 // refuses the maps or the program.
 package sockmap
