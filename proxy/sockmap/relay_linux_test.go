@@ -303,7 +303,7 @@ func TestHandoff(t *testing.T) {
 				rd.Add(2)
 				go func() { defer rd.Done(); got[0], errs[0] = checkPat(ch.srv, 1, 0, 10*time.Second) }()
 				go func() { defer rd.Done(); got[1], errs[1] = checkPat(ch.cli, 2, 0, 10*time.Second) }()
-				var total int64 = 16 << 20
+				var total int64 = 8 << 20
 				var wg sync.WaitGroup
 				if tc.during {
 					// Writers in small chunks, so skbs keep arriving.
