@@ -149,14 +149,14 @@ func (r *Relay) Close() error {
 //
 // Precondition for the kernel relay: nobody has read from a or b yet
 // (peeking with MSG_PEEK is fine, and so is writing). The stream verdict
-// program takes every queued skb whole, bytes already read included, and
-// handing over a socket that was read from while its peer keeps writing
-// corrupted the stream (TestHandoff's partly read cases, about 1 run in 8 on
-// a loaded machine, bytes repeated long after the hand-off). Splice checks
-// the precondition (TCP_INFO bytes received minus SIOCINQ must be 0) and
+// program takes every queued skb whole, bytes already read included
+// (TestPartlyReadSkbRedirectedWhole), so a socket that was read from would
+// need a user-space drain racing its writer. Splice checks the
+// precondition (TCP_INFO bytes received minus SIOCINQ must be 0) and
 // relays such a pair, like one whose socket already received its FIN, with
-// a user-space copy instead. Pair.Kernel reports which; the bytes are exact
-// either way.
+// a user-space copy instead; those bytes are exact. Pair.Kernel reports
+// which. Kernel-relayed bytes can be repeated after a retransmission: see
+// the package doc.
 //
 // Cancelling ctx resets both connections.
 func (r *Relay) Splice(ctx context.Context, a, b *net.TCPConn) (*Pair, error) {
