@@ -5,6 +5,22 @@
 // on them), watches for the ends of stream and turns a FIN into a half-close
 // and an RST into a reset of the peer.
 //
+// The kernel takes a socket only if nobody read from it yet (peeking is
+// fine): its verdict program would resend bytes already read. Splice relays
+// a pair with such a socket, or one that already has its FIN, by a
+// user-space copy instead (Pair.Kernel is false).
+//
+// Not exact under retransmission: the kernel hands the verdict program
+// every queued skb whole (tcp_read_skb ignores how much of an skb was
+// already consumed), and TCP queues a retransmitted segment that partly
+// overlaps bytes already received as it is. The overlap is then relayed a
+// second time. On loopback this happens when the receive side prunes under
+// memory pressure (a socket's redirected skbs stay charged to it until the
+// peer sent them); TestHandoff saw 1 pair in about 300 streaming ones
+// repeat up to 160 KiB, always with a retransmitting sender. A stream
+// parser (tcp_read_sock honours the offset) would avoid it but is not
+// implemented. Do not relay data that must arrive exact with this package.
+//
 // Linux only; Open returns ErrUnsupported elsewhere and when the kernel
 // refuses the maps or the program.
 package sockmap

@@ -73,7 +73,7 @@ func TestQueuedBytesNeedKick(t *testing.T) {
 
 // TestPartlyReadSkbRedirectedWhole: the verdict program gets a partly read
 // skb whole, so the bytes already read are sent again. This is why Splice
-// drains a socket that was read from.
+// relays a socket that was read from in user space.
 func TestPartlyReadSkbRedirectedWhole(t *testing.T) {
 	o := loadTestObjects(t)
 	ch := newChain(t, listener(t))
@@ -86,7 +86,7 @@ func TestPartlyReadSkbRedirectedWhole(t *testing.T) {
 	ch.srv.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
 	got, _ := io.ReadAll(ch.srv)
 	if string(got) != "hello" {
-		t.Fatalf("server read %q; the kernel no longer repeats read bytes (%q would be right), the drain may be dropped", got, "llo")
+		t.Fatalf("server read %q; the kernel no longer repeats read bytes (%q would be right), Splice could hand read-from sockets to the kernel again", got, "llo")
 	}
 }
 
@@ -109,5 +109,57 @@ func TestBytesReceivedCountsFIN(t *testing.T) {
 	w, err := written(fdOf(t, ch.cli), true)
 	if err != nil || w != 1+5+1 {
 		t.Fatalf("written = %d, %v; want SYN+5+FIN = 7", w, err)
+	}
+}
+
+// TestReadSoFar: Splice's precondition check counts bytes read, not bytes
+// peeked or still queued, with or without a FIN.
+func TestReadSoFar(t *testing.T) {
+	needRoot(t)
+	l := listener(t)
+	for _, tc := range []struct {
+		name      string
+		peek, rd  int
+		fin       bool
+		wantRead  uint64
+		wantState uint8
+	}{
+		{"untouched", 0, 0, false, 0, tcpEstablished},
+		{"peeked", 10, 0, false, 0, tcpEstablished},
+		{"partly read", 10, 4, false, 4, tcpEstablished},
+		{"read to empty", 0, 10, false, 10, tcpEstablished},
+		{"untouched, FIN", 0, 0, true, 0, 8},
+		{"read to empty, FIN", 0, 10, true, 10, 8},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ch := newChain(t, l)
+			ch.cli.Write([]byte("0123456789"))
+			if tc.fin {
+				ch.cli.CloseWrite()
+			}
+			waitQueued(t, ch.a, 10)
+			fd := fdOf(t, ch.a)
+			if tc.peek > 0 {
+				if n, _, err := unix.Recvfrom(fd, make([]byte, tc.peek), unix.MSG_PEEK); err != nil || n != tc.peek {
+					t.Fatalf("peek: %d, %v", n, err)
+				}
+			}
+			if tc.rd > 0 {
+				if _, err := io.ReadFull(ch.a, make([]byte, tc.rd)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i := 0; tc.fin; i++ { // wait for CLOSE_WAIT
+				ti, _ := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+				if ti != nil && finReceived(ti.State) || i > 2000 {
+					break
+				}
+				time.Sleep(time.Millisecond)
+			}
+			read, state, err := readSoFar(fd)
+			if err != nil || read != tc.wantRead || state != tc.wantState {
+				t.Fatalf("readSoFar = %d, state %d, %v; want %d, state %d", read, state, err, tc.wantRead, tc.wantState)
+			}
+		})
 	}
 }

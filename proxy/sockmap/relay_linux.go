@@ -25,6 +25,10 @@ type Relay struct {
 	epfd int
 	wake int // eventfd that interrupts the loop on Close
 
+	// afterTargets, when set (by tests), runs between linking the
+	// redirect targets and the verdicts, under mu.
+	afterTargets func()
+
 	mu     sync.Mutex
 	closed bool
 	nextID uint32
@@ -57,10 +61,10 @@ type side struct {
 	conn   *net.TCPConn
 	fd     int
 	cookie uint64
-	id     uint32 // epoll data
-	prefix int64  // bytes user space moved to the peer during the hand-off
+	id     uint32       // epoll data
+	prefix atomic.Int64 // bytes user space moved to the peer (drainToEOF)
 
-	rbase    uint64 // tcpi_bytes_received at hand-off (data only, no FIN)
+	rbase    uint64 // data bytes received that the flush need not wait for
 	wbase    uint64 // bytes written to this socket at hand-off
 	fin      bool   // a FIN arrived on this side
 	draining bool   // the kernel refused it; user space moves its last bytes
@@ -138,21 +142,28 @@ func (r *Relay) Close() error {
 }
 
 // Splice hands a and b to the kernel: from now on what one receives is sent
-// by the other. Bytes already queued on either socket (peeked or not, even
-// partly read) are moved first, in order. The Relay owns a and b from now
-// on and closes them when both directions ended; on an error return they
-// are the caller's again, in an unknown state: close them.
+// by the other. Bytes already queued on either socket are moved first, in
+// order. The Relay owns a and b from now on and closes them when both
+// directions ended; on an error return they are the caller's again, in an
+// unknown state: close them.
 //
-// The kernel only takes established sockets. A socket that already
-// received a FIN is relayed by a user-space copy instead (Pair.Kernel
-// reports which); the caller need not care.
+// Precondition for the kernel relay: nobody has read from a or b yet
+// (peeking with MSG_PEEK is fine, and so is writing). The stream verdict
+// program takes every queued skb whole, bytes already read included
+// (TestPartlyReadSkbRedirectedWhole), so a socket that was read from would
+// need a user-space drain racing its writer. Splice checks the
+// precondition (TCP_INFO bytes received minus SIOCINQ must be 0) and
+// relays such a pair, like one whose socket already received its FIN, with
+// a user-space copy instead; those bytes are exact. Pair.Kernel reports
+// which. Kernel-relayed bytes can be repeated after a retransmission: see
+// the package doc.
 //
 // Cancelling ctx resets both connections.
 func (r *Relay) Splice(ctx context.Context, a, b *net.TCPConn) (*Pair, error) {
 	p := &Pair{r: r, done: make(chan struct{}), kernel: true}
 	p.a = side{p: p, conn: a}
 	p.b = side{p: p, conn: b}
-	established := true
+	kernel := true
 	for _, s := range []*side{&p.a, &p.b} {
 		fd, err := connFD(s.conn)
 		if err != nil {
@@ -162,26 +173,16 @@ func (r *Relay) Splice(ctx context.Context, a, b *net.TCPConn) (*Pair, error) {
 		if s.cookie, err = unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_COOKIE); err != nil {
 			return nil, fmt.Errorf("read the socket cookie: %w", err)
 		}
-		ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+		read, state, err := readSoFar(fd)
 		if err != nil {
-			return nil, fmt.Errorf("read TCP_INFO: %w", err)
+			return nil, err
 		}
-		established = established && ti.State == tcpEstablished
+		// Not established (a FIN arrived): the kernel refuses it.
+		// Read from: the kernel would repeat what was read.
+		kernel = kernel && state == tcpEstablished && read == 0
 	}
-	if !established {
+	if !kernel {
 		return r.userSpace(ctx, p)
-	}
-	// Hand-off: drain what is queued on each side and write it to the peer,
-	// so that no partly read skb stays queued (the kernel would redirect it
-	// whole, repeating the bytes already read).
-	var wg sync.WaitGroup
-	var errA, errB error
-	wg.Add(2)
-	go func() { defer wg.Done(); errA = handoff(ctx, &p.a, &p.b) }()
-	go func() { defer wg.Done(); errB = handoff(ctx, &p.b, &p.a) }()
-	wg.Wait()
-	if err := errors.Join(errA, errB); err != nil {
-		return nil, err
 	}
 
 	r.mu.Lock()
@@ -193,11 +194,14 @@ func (r *Relay) Splice(ctx context.Context, a, b *net.TCPConn) (*Pair, error) {
 		r.unlinkLocked(p)
 		r.mu.Unlock()
 		if errors.Is(err, unix.EOPNOTSUPP) {
-			// A FIN arrived during the hand-off: its socket cannot be a
+			// A FIN arrived since readSoFar: its socket cannot be a
 			// redirect target. Nothing moved in the kernel yet.
 			return r.userSpace(ctx, p)
 		}
 		return nil, err
+	}
+	if r.afterTargets != nil {
+		r.afterTargets()
 	}
 	if err := r.linkVerdictsLocked(p); err != nil {
 		r.unlinkLocked(p)
@@ -290,11 +294,13 @@ func (r *Relay) linkVerdictsLocked(p *Pair) error {
 	return nil
 }
 
-// drainToEOF moves the last bytes of a side the kernel refused (it has its
-// FIN already) to the peer in user space. Nothing else writes to the peer:
-// the side is not under the verdict program.
+// drainToEOF moves the last bytes of a side the kernel refused (its FIN
+// arrived between linkTargetsLocked and linkVerdictsLocked) to the peer in
+// user space. The side is not under the verdict program, so its queue is
+// intact and nothing else writes to the peer; the verdict program of the
+// other side may already redirect the other direction.
 func (r *Relay) drainToEOF(ctx context.Context, s *side) {
-	err := handoff(ctx, s, s.peer())
+	err := moveToEOF(ctx, s, s.peer())
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if _, ok := r.pairs[s.p]; !ok {
@@ -302,11 +308,17 @@ func (r *Relay) drainToEOF(ctx context.Context, s *side) {
 	}
 	if err == nil {
 		var w uint64
+		var ti *unix.TCPInfo
 		if w, err = written(s.peer().fd, true); err == nil {
-			s.peer().wbase = w
-			s.draining = false
-			s.fin = true // handoff ends at the FIN here
-			return
+			if ti, err = unix.GetsockoptTCPInfo(s.fd, unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+				// Everything s received is in the peer's send
+				// queue: the flush has nothing left to wait for.
+				s.rbase = dataReceived(ti)
+				s.peer().wbase = w
+				s.draining = false
+				s.fin = true
+				return
+			}
 		}
 	}
 	r.finishLocked(s.p, fmt.Errorf("%w: move the last bytes: %w", ErrReset, err), true)
@@ -331,7 +343,7 @@ func (r *Relay) unlinkLocked(p *Pair) (aToB, bToA int64) {
 		}
 		r.obj.counts.Delete(s.cookie)
 	}
-	return p.a.prefix + counts[0], p.b.prefix + counts[1]
+	return p.a.prefix.Load() + counts[0], p.b.prefix.Load() + counts[1]
 }
 
 // Wait returns when both directions ended (or the pair was reset) with the
@@ -342,7 +354,7 @@ func (p *Pair) Wait() (aToB, bToA int64, err error) {
 }
 
 // Kernel reports whether the kernel relays the pair; false when a socket
-// was no longer established and a user-space copy relays it.
+// was read from or no longer established and a user-space copy relays it.
 func (p *Pair) Kernel() bool { return p.kernel }
 
 // Done is closed when the pair ended; Wait then returns at once.
@@ -359,12 +371,12 @@ func (p *Pair) Bytes() (aToB, bToA int64) {
 	default:
 	}
 	if !p.kernel {
-		return p.a.prefix + p.ua.Load(), p.b.prefix + p.ub.Load()
+		return p.a.prefix.Load() + p.ua.Load(), p.b.prefix.Load() + p.ub.Load()
 	}
 	var na, nb uint64
 	r.obj.counts.Lookup(p.a.cookie, &na)
 	r.obj.counts.Lookup(p.b.cookie, &nb)
-	return p.a.prefix + int64(na), p.b.prefix + int64(nb)
+	return p.a.prefix.Load() + int64(na), p.b.prefix.Load() + int64(nb)
 }
 
 // userSpace relays p with a user-space copy (splice(2) under io.Copy), for
@@ -431,7 +443,7 @@ func (r *Relay) finishLocked(p *Pair, err error, reset bool) {
 	if p.kernel {
 		p.aToB, p.bToA = r.unlinkLocked(p)
 	} else {
-		p.aToB, p.bToA = p.a.prefix+p.ua.Load(), p.b.prefix+p.ub.Load()
+		p.aToB, p.bToA = p.a.prefix.Load()+p.ua.Load(), p.b.prefix.Load()+p.ub.Load()
 	}
 	for _, s := range []*side{&p.a, &p.b} {
 		if reset {
@@ -631,94 +643,69 @@ func written(fd int, exact bool) (uint64, error) {
 	}
 }
 
-// handoff records where the kernel takes over from. A socket nobody read
-// from (only peeked) is left as it is: its queue holds whole skbs, which the
-// verdict program takes in order. Otherwise handoff reads what is queued
-// until the queue is empty once and writes it to the peer: bytes that
-// arrive after that read stay queued as whole skbs (a partly read skb would
-// be redirected whole, repeating what was read).
-func handoff(ctx context.Context, from, to *side) error {
-	if err := measureRecv(from); err != nil {
-		return err
-	}
-	if from.rbase == 0 {
-		return nil // pristine
-	}
+// moveToEOF copies from to to in user space until from's end of stream.
+// Cancelling ctx unblocks it.
+func moveToEOF(ctx context.Context, from, to *side) error {
 	rc, err := from.conn.SyscallConn()
 	if err != nil {
-		return err
+		return fmt.Errorf("get the socket: %w", err)
 	}
-	stop := context.AfterFunc(ctx, func() { to.conn.SetWriteDeadline(time.Unix(1, 0)) })
+	stop := context.AfterFunc(ctx, func() {
+		from.conn.SetReadDeadline(time.Unix(1, 0))
+		to.conn.SetWriteDeadline(time.Unix(1, 0))
+	})
 	defer stop()
-	var buf []byte
+	buf := make([]byte, 64<<10)
 	for {
+		var n int
 		var rerr error
-		empty := false
-		buf = buf[:0]
 		err := rc.Read(func(fd uintptr) bool {
-			for len(buf) < 1<<20 {
-				if cap(buf)-len(buf) < 16<<10 {
-					buf = append(buf, make([]byte, 64<<10)...)[:len(buf)]
+			for {
+				n, rerr = unix.Read(int(fd), buf)
+				if rerr != unix.EINTR {
+					return rerr != unix.EAGAIN // EAGAIN: wait for more
 				}
-				n, err := unix.Read(int(fd), buf[len(buf):cap(buf)])
-				if err == unix.EINTR {
-					continue
-				}
-				if err == unix.EAGAIN || (err == nil && n == 0) {
-					empty = true // drained, or at the FIN
-					break
-				}
-				if err != nil {
-					rerr = err
-					break
-				}
-				buf = buf[:len(buf)+n]
 			}
-			return true
 		})
 		if err == nil {
 			err = rerr
 		}
 		if err != nil {
-			return fmt.Errorf("%w: read the queued bytes: %w", ErrReset, err)
+			return fmt.Errorf("read the queued bytes: %w", err)
 		}
-		if len(buf) > 0 {
-			if _, err := to.conn.Write(buf); err != nil {
-				return fmt.Errorf("write the queued bytes to the peer: %w", err)
-			}
-			from.prefix += int64(len(buf))
-		}
-		if empty {
-			break
-		}
-	}
-	return measureRecv(from)
-}
-
-// measureRecv sets s.rbase to the bytes received and read so far: received
-// minus still queued, measured when the queue did not grow around TCP_INFO
-// (nobody reads it meanwhile).
-func measureRecv(from *side) error {
-	for i := 0; ; i++ {
-		q1, err := unix.IoctlGetInt(from.fd, unix.SIOCINQ)
-		if err != nil {
-			return fmt.Errorf("read SIOCINQ: %w", err)
-		}
-		ti, err := unix.GetsockoptTCPInfo(from.fd, unix.IPPROTO_TCP, unix.TCP_INFO)
-		if err != nil {
-			return fmt.Errorf("read TCP_INFO: %w", err)
-		}
-		q2, err := unix.IoctlGetInt(from.fd, unix.SIOCINQ)
-		if err != nil {
-			return fmt.Errorf("read SIOCINQ: %w", err)
-		}
-		if q1 == q2 {
-			from.rbase = dataReceived(ti) - uint64(q2)
-			from.fin = finReceived(ti.State)
+		if n == 0 {
 			return nil
 		}
+		if _, err := to.conn.Write(buf[:n]); err != nil {
+			return fmt.Errorf("write the queued bytes to the peer: %w", err)
+		}
+		from.prefix.Add(int64(n))
+	}
+}
+
+// readSoFar returns how many data bytes were read from fd (TCP_INFO's
+// bytes received minus SIOCINQ; peeking reads nothing) and its TCP state.
+// The two reads are not atomic: it retries until the receive queue did not
+// grow around TCP_INFO. Valid only while nobody reads fd meanwhile.
+func readSoFar(fd int) (read uint64, state uint8, err error) {
+	for i := 0; ; i++ {
+		q1, err := unix.IoctlGetInt(fd, unix.SIOCINQ)
+		if err != nil {
+			return 0, 0, fmt.Errorf("read SIOCINQ: %w", err)
+		}
+		ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+		if err != nil {
+			return 0, 0, fmt.Errorf("read TCP_INFO: %w", err)
+		}
+		q2, err := unix.IoctlGetInt(fd, unix.SIOCINQ)
+		if err != nil {
+			return 0, 0, fmt.Errorf("read SIOCINQ: %w", err)
+		}
+		if q1 == q2 {
+			return dataReceived(ti) - uint64(q2), ti.State, nil
+		}
 		if i > 1000 {
-			return errors.New("the receive queue never held still long enough to measure it")
+			return 0, 0, errors.New("the receive queue never held still long enough to measure it; try again")
 		}
 	}
 }

@@ -20,13 +20,3 @@ type Options struct {
 	// Default 65536.
 	MaxPairs int
 }
-
-// flushTarget is the number of bytes a side received since its hand-off,
-// from TCP_INFO's tcpi_bytes_received, which counts the FIN as one byte
-// (pinned by TestBytesReceivedCountsFIN).
-func flushTarget(received, base uint64, fin bool) uint64 {
-	if fin && received > base {
-		received--
-	}
-	return received - base
-}
