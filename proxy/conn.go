@@ -237,14 +237,14 @@ func copyIdentity(dst, src *flow.Flow) {
 }
 
 func (c *conn) dial() (*net.TCPConn, error) {
-	nc, err := c.p.dialer.DialContext(c.ctx, "tcp", c.f.Dst.String())
+	// DialTCP takes the address as it is: no string to format and parse again.
+	up, err := c.p.dialer.DialTCP(c.ctx, "tcp", netip.AddrPort{}, c.f.Dst)
 	if err != nil {
 		if c.ctx.Err() == nil {
 			c.p.log.Info("upstream unreachable; client reset", "flow", c.f.ID, "dst", c.f.Dst, "err", err)
 		}
 		return nil, err
 	}
-	up := nc.(*net.TCPConn)
 	c.up.Store(up)
 	if c.ctx.Err() != nil { // aborted while dialling
 		reset(up)
