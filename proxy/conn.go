@@ -23,6 +23,11 @@ import (
 // one stream through the daemon, namespace pair, same run.)
 const chunk = 1 << 20
 
+// limitedChunk is the most a shaped or metered flow asks its limiter for at
+// once: flows sharing a quota may each overshoot it by one grant, so it stays
+// small, and a bucket's burst is usually smaller anyway.
+const limitedChunk = 256 << 10
+
 // conn is one live flow.
 type conn struct {
 	p      *Proxy
@@ -465,7 +470,7 @@ func (x *direction) copy() (ended bool) {
 	for {
 		want := chunk
 		if x.lim != nil {
-			g, err := x.lim.Grant(c.ctx, x.d, chunk)
+			g, err := x.lim.Grant(c.ctx, x.d, limitedChunk)
 			if err != nil {
 				if c.ctx.Err() != nil {
 					c.abort(err.Error())
