@@ -242,14 +242,17 @@ func copyIdentity(dst, src *flow.Flow) {
 }
 
 func (c *conn) dial() (*net.TCPConn, error) {
-	// DialTCP takes the address as it is: no string to format and parse again.
-	up, err := c.p.dialer.DialTCP(c.ctx, "tcp", netip.AddrPort{}, c.f.Dst)
+	// Not Dialer.DialTCP: its zero local address becomes a non-nil one, and
+	// the socket is bound (port chosen by bind, not shared across
+	// destinations by connect) before it connects.
+	nc, err := c.p.dialer.DialContext(c.ctx, "tcp", c.f.Dst.String())
 	if err != nil {
 		if c.ctx.Err() == nil {
 			c.p.log.Info("upstream unreachable; client reset", "flow", c.f.ID, "dst", c.f.Dst, "err", err)
 		}
 		return nil, err
 	}
+	up := nc.(*net.TCPConn)
 	c.up.Store(up)
 	if c.ctx.Err() != nil { // aborted while dialling
 		reset(up)
