@@ -2,7 +2,9 @@ package proxy
 
 import (
 	"fmt"
+	"os"
 	"sync"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -15,11 +17,16 @@ import (
 // in an event-loop proxy, rather than two goroutine stacks (~8 KiB each).
 type parker struct {
 	epfd int
-	evfd int // written once by close, to end the wait loop
+	// file wraps epfd for the runtime's poller: the wait loop parks its
+	// goroutine until the epoll set has events, as a socket read would,
+	// rather than holding a thread in a blocking epoll_wait (which the Go
+	// scheduler answers by handing the P off and waking sysmon every 20 µs).
+	file *os.File
+	rc   syscall.RawConn
 
 	mu     sync.Mutex
 	parked map[uint64]*direction
-	next   uint64 // ids start at 1; 0 is the eventfd
+	next   uint64 // ids start at 1
 	broken bool   // epoll_wait failed: park no more, everything parked was resumed
 	log    func(msg string, args ...any)
 
@@ -32,19 +39,17 @@ func newParker(log func(msg string, args ...any)) (*parker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("epoll_create1: %w", err)
 	}
-	evfd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(epfd)
+		return nil, fmt.Errorf("epoll fd non-blocking: %w", err)
+	}
+	f := os.NewFile(uintptr(epfd), "netshape-parker-epoll")
+	rc, err := f.SyscallConn()
 	if err != nil {
-		unix.Close(epfd)
-		return nil, fmt.Errorf("eventfd: %w", err)
+		f.Close()
+		return nil, fmt.Errorf("epoll fd: %w", err)
 	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN}
-	setEventID(&ev, 0)
-	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, evfd, &ev); err != nil {
-		unix.Close(epfd)
-		unix.Close(evfd)
-		return nil, fmt.Errorf("epoll_ctl eventfd: %w", err)
-	}
-	pk := &parker{epfd: epfd, evfd: evfd, parked: make(map[uint64]*direction), done: make(chan struct{}), log: log}
+	pk := &parker{epfd: epfd, file: f, rc: rc, parked: make(map[uint64]*direction), done: make(chan struct{}), log: log}
 	go pk.loop()
 	return pk, nil
 }
@@ -133,14 +138,24 @@ func (pk *parker) loop() {
 	defer close(pk.done)
 	evs := make([]unix.EpollEvent, 128)
 	for {
-		n, err := unix.EpollWait(pk.epfd, evs, -1)
+		var n int
+		var werr error
+		err := pk.rc.Read(func(fd uintptr) bool {
+			n, werr = unix.EpollWait(int(fd), evs, 0)
+			// Nothing ready: wait in the runtime's poller for the set to
+			// turn readable, then look again.
+			return werr != nil || n > 0
+		})
 		if err != nil {
-			if err == unix.EINTR {
-				continue
-			}
+			return // closed
+		}
+		if werr == unix.EINTR {
+			continue
+		}
+		if werr != nil {
 			// EBADF/EINVAL: a bug, not a condition. Do not strand the
 			// parked flows: resume them all and wait in the runtime from now on.
-			pk.log("epoll_wait of idle connections failed; they wait one goroutine each from now on", "err", err)
+			pk.log("epoll_wait of idle connections failed; they wait one goroutine each from now on", "err", werr)
 			pk.mu.Lock()
 			pk.broken = true
 			all := pk.parked
@@ -152,25 +167,18 @@ func (pk *parker) loop() {
 			return
 		}
 		for i := range evs[:n] {
-			id := eventID(&evs[i])
-			if id == 0 {
-				return
-			}
-			if x := pk.take(id); x != nil {
+			if x := pk.take(eventID(&evs[i])); x != nil {
 				go x.run()
 			}
 		}
 	}
 }
 
-// close ends the wait loop. Every flow has ended by then (Proxy.Close waits
-// for them), so nothing is parked.
+// close ends the wait loop and closes the epoll set. Every flow has ended by
+// then (Proxy.Close waits for them), so nothing is parked.
 func (pk *parker) close() {
 	pk.closeOnce.Do(func() {
-		var one = [8]byte{1}
-		unix.Write(pk.evfd, one[:])
-		<-pk.done // also when the loop ended on its own (broken)
-		unix.Close(pk.epfd)
-		unix.Close(pk.evfd)
+		pk.file.Close() // wakes the loop's wait with an error
+		<-pk.done
 	})
 }
