@@ -136,8 +136,12 @@ type Daemon struct {
 	rules   atomic.Pointer[rules]
 	oneOff  flowRates
 	limMemo limitMemo
-	runs    runs
-	usage   usage
+	// attaching is the flow limit is attaching to the shaper (attachMu
+	// serialises limit's Attach calls, which the shaper serialises anyway).
+	attachMu  sync.Mutex
+	attaching atomic.Pointer[attachCtx]
+	runs      runs
+	usage     usage
 
 	ifaceLive sync.Map // iface name -> *ifaceCount
 

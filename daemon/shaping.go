@@ -54,6 +54,11 @@ func (d *Daemon) matchSelector(pattern string, f *flow.Flow) bool {
 		if err != nil {
 			return false
 		}
+		// The shaper asks about its own copy of the flow: match by ID (one
+		// flow's path is not rebuilt while it is being attached).
+		if a := d.attaching.Load(); a != nil && a.id == f.ID {
+			return slices.Contains(a.ids, n)
+		}
 		return slices.Contains(d.limitIDs(f), n)
 	}
 	if id, ok := strings.CutPrefix(pattern, selFlow); ok {
@@ -75,6 +80,13 @@ type limitMemo struct {
 	r   *rules
 	key limitKey
 	at  time.Time
+	ids []int64
+}
+
+// attachCtx is the flow whose path the shaper is building in limit, with the
+// ids of the rule limits that apply to it.
+type attachCtx struct {
+	id  uint64
 	ids []int64
 }
 
@@ -188,7 +200,15 @@ func shaperResetDay(r policy.Rule) int {
 
 // limit is the proxy's Limit hook.
 func (d *Daemon) limit(f *flow.Flow) (proxy.Limiter, error) {
+	// The shaper asks matchSelector about every rule limit and quota while it
+	// builds f's path (hundreds with many rules): answer them from one
+	// decision, without a lock or a clock read per question.
+	ids := d.limitIDs(f)
+	d.attachMu.Lock()
+	d.attaching.Store(&attachCtx{id: f.ID, ids: ids})
 	p, err := d.shaper.Attach(f)
+	d.attaching.Store(nil)
+	d.attachMu.Unlock()
 	if err != nil {
 		if errors.Is(err, shaper.ErrRefused) {
 			return nil, err
