@@ -16,6 +16,8 @@ type Status struct {
 	Total    int64     `json:"total_flows"`
 	Denied   int64     `json:"denied_flows"`
 	Failed   int64     `json:"failed_flows"`
+	Refused  int64     `json:"refused_flows,omitempty"` // reset at once: MaxConns flows were open
+	MaxConns int       `json:"max_conns,omitempty"`
 	BytesIn  int64     `json:"bytes_in"`
 	BytesOut int64     `json:"bytes_out"`
 	Pending  int       `json:"pending"`

@@ -136,6 +136,9 @@ type Daemon struct {
 	rules   atomic.Pointer[rules]
 	oneOff  flowRates
 	limMemo limitMemo
+	// maxConns is the proxy's cap on concurrent flows (--max-conns, or what
+	// the open-file limit fits).
+	maxConns int
 	// attaching is the flow limit is attaching to the shaper (attachMu
 	// serialises limit's Attach calls, which the shaper serialises anyway).
 	attachMu  sync.Mutex
@@ -202,9 +205,6 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 	defer lock.release()
 	fl := raiseFileLimit(cfg.MaxConns, "/proc/sys/fs/nr_open")
-	if fl.warning != "" {
-		log.Warn(fl.warning)
-	}
 	log.Debug("open-file limit", "limit", fl.limit, "max_conns", fl.maxConns)
 
 	red, err := newRedirector(cfg, log)
@@ -216,6 +216,10 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 
 	d := &Daemon{cfg: cfg, pol: cfg.Policy, log: log, red: red, started: time.Now(), stopc: make(chan struct{}), events: newHub()}
+	d.maxConns = fl.maxConns
+	if fl.warning != "" {
+		d.warn(fl.warning)
+	}
 	d.usage.last = map[uint64][2]int64{}
 	d.runs.m = map[int64]control.Run{}
 	d.runs.flows = map[int64]map[uint64]bool{}
@@ -458,6 +462,8 @@ func (d *Daemon) status() control.Status {
 		Total:    st.Total,
 		Denied:   st.Denied,
 		Failed:   st.Failed,
+		Refused:  st.Refused,
+		MaxConns: d.maxConns,
 		BytesIn:  st.BytesIn,
 		BytesOut: st.BytesOut,
 		Default:  string(d.pol.DefaultAction),

@@ -39,6 +39,9 @@ func statusCommand() *cli.Command {
 			fmt.Fprintf(w, "backend\t%s\n", s.Backend)
 			fmt.Fprintf(w, "listen\t%s\n", strings.Join(s.Listen, ", "))
 			fmt.Fprintf(w, "flows\t%d active, %d total, %d denied, %d failed\n", s.Active, s.Total, s.Denied, s.Failed)
+			if s.Refused > 0 {
+				fmt.Fprintf(w, "refused\t%d (at the limit of %d connections; see --max-conns)\n", s.Refused, s.MaxConns)
+			}
 			fmt.Fprintf(w, "bytes\t%s in, %s out\n", units.FormatSize(s.BytesIn), units.FormatSize(s.BytesOut))
 			if s.Default != "" {
 				fmt.Fprintf(w, "default\t%s\n", s.Default)
