@@ -124,6 +124,8 @@ func WriteMetrics(w io.Writer, b Backend, t *Tracker) error {
 	m.sample("netshape_flows_denied_total", float64(st.Denied))
 	m.family("netshape_flows_failed_total", "counter", "Connections whose upstream dial failed.")
 	m.sample("netshape_flows_failed_total", float64(st.Failed))
+	m.family("netshape_flows_refused_total", "counter", "Connections reset at once because --max-conns flows were open.")
+	m.sample("netshape_flows_refused_total", float64(st.Refused))
 	m.family("netshape_pending", "gauge", "Questions waiting for an answer.")
 	m.sample("netshape_pending", float64(st.Pending))
 	m.family("netshape_rules", "gauge", "Rules loaded (config file and stored).")
