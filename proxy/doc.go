@@ -4,11 +4,17 @@
 // prompt answer, dials the original destination with a socket the redirect
 // rules skip, and relays both directions.
 //
-// The relay keeps both sides as *net.TCPConn and copies with io.CopyN in
-// bounded chunks so Linux moves the bytes with splice(2) while byte counters,
-// shaping and quotas still see every chunk. It propagates half-close
-// (CloseWrite) and resets, waits for both directions, and never leaks a
-// goroutine or a file descriptor. Everything the proxy does not own (procmap,
+// The relay keeps both sides as *net.TCPConn and copies in bounded chunks
+// (1 MiB, 256 KiB when a limiter shapes or meters the flow) so that byte
+// counters, shaping and quotas see every chunk. On Linux it moves the bytes
+// with its own splice(2) loop through pooled 1 MiB pipes, taken only while
+// bytes move (splice_linux.go); elsewhere with io.CopyN. A direction with
+// nothing to read waits a few milliseconds in the runtime's poller, then
+// parks in an epoll set of the proxy's own without a goroutine
+// (park_linux.go), so an idle connection costs its two sockets and a little
+// heap. It propagates half-close (CloseWrite) and resets, waits for both
+// directions, and never leaks a goroutine or a file descriptor. MaxConns
+// caps concurrent flows; past it a connection is reset at once. Everything the proxy does not own (procmap,
 // dnsmap, policy, shaper, store) reaches it through the Hooks seam, so the
 // proxy stays a small loop.
 package proxy
