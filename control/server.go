@@ -131,12 +131,23 @@ func (s *Server) Listen(path string) error {
 		}
 	}
 	s.ln, s.path = ln, path
+	// Built here, not in Serve, so that Close (from another goroutine) never
+	// races with Serve's start.
+	s.srv = s.httpServer()
 	return nil
 }
 
 // Serve answers requests until Close.
 func (s *Server) Serve() error {
-	s.srv = &http.Server{
+	err := s.srv.Serve(s.ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+func (s *Server) httpServer() *http.Server {
+	return &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			c, ok := PeerCred(r)
 			if !ok || !s.authorized(c) {
@@ -157,11 +168,6 @@ func (s *Server) Serve() error {
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
-	err := s.srv.Serve(s.ln)
-	if errors.Is(err, http.ErrServerClosed) {
-		return nil
-	}
-	return err
 }
 
 // Close stops the server and removes the socket. It is idempotent.
@@ -172,8 +178,9 @@ func (s *Server) Close() error {
 		if err := s.srv.Shutdown(ctx); err != nil {
 			s.srv.Close()
 		}
-	} else if s.ln != nil {
-		s.ln.Close()
+	}
+	if s.ln != nil {
+		s.ln.Close() // Shutdown closes it only once Serve has taken it
 	}
 	if s.path != "" {
 		os.Remove(s.path)

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -58,7 +59,7 @@ type env struct {
 	socket   string
 	stateDir string
 	cmd      *exec.Cmd
-	log      *bytes.Buffer
+	log      *syncBuffer
 	exited   chan error
 }
 
@@ -81,7 +82,7 @@ func (e *env) start(args ...string) {
 func (e *env) tryStart(args ...string) error {
 	a := append([]string{"start", "--socket", e.socket, "--state-dir", e.stateDir, "--log-level", "debug"}, args...)
 	e.cmd = nstest.Cmd(e.Cli, nsBin, a...)
-	e.log = &bytes.Buffer{}
+	e.log = &syncBuffer{}
 	e.cmd.Stdout, e.cmd.Stderr = e.log, e.log
 	if err := e.cmd.Start(); err != nil {
 		return err
@@ -228,4 +229,23 @@ func dial(ns string, addr netip.AddrPort) (*net.TCPConn, error) {
 		return nil, err
 	}
 	return c.(*net.TCPConn), nil
+}
+
+// syncBuffer is the daemon's output: exec's copy goroutine writes it while a
+// test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -83,6 +83,10 @@ func (s *Server) Listen() error {
 		return fmt.Errorf("dashboard: listen on %s: %w (choose another --ui address)", s.addr, err)
 	}
 	s.ln = ln
+	// Built here, not in Serve, so that Close (from another goroutine) never
+	// races with Serve's start.
+	s.srv = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
 	return nil
 }
 
@@ -100,8 +104,6 @@ func (s *Server) URL() string {
 
 // Serve answers requests until Close.
 func (s *Server) Serve() error {
-	s.srv = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
 	err := s.srv.Serve(s.ln)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
@@ -117,8 +119,9 @@ func (s *Server) Close() error {
 		if err := s.srv.Shutdown(ctx); err != nil {
 			s.srv.Close()
 		}
-	} else if s.ln != nil {
-		s.ln.Close()
+	}
+	if s.ln != nil {
+		s.ln.Close() // Shutdown closes it only once Serve has taken it
 	}
 	return nil
 }
