@@ -6,7 +6,7 @@ export CGO_ENABLED := 0
 RUN_FLAGS ?=
 PKGS    := ./...
 
-.PHONY: all build deps test test-short vet cross run bench bench-quick release clean fmt
+.PHONY: all build deps test test-race test-short vet cross run bench bench-quick release clean fmt
 
 all: build
 
@@ -46,6 +46,12 @@ cross:
 # namespaces); as a normal user they skip with a message.
 test: deps vet cross
 	$(GO) test -count=1 -timeout 14m $(PKGS)
+
+# test-race: the suite under the race detector. It needs cgo (a C compiler),
+# so it is not part of `make test`; the binary the e2e tests run is still built
+# with CGO_ENABLED=0, as shipped.
+test-race: deps
+	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 14m $(PKGS)
 
 test-short: deps
 	$(GO) test -count=1 -short $(PKGS)

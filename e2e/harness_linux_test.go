@@ -41,7 +41,9 @@ func TestMain(m *testing.M) {
 		defer os.RemoveAll(dir)
 		os.Chmod(dir, 0o755) // tests also run the CLI as an unprivileged user
 		nsBin = filepath.Join(dir, "netshape")
-		out, err := exec.Command("go", "build", "-o", nsBin, "github.com/netshape/netshape/cmd/netshape").CombinedOutput()
+		build := exec.Command("go", "build", "-o", nsBin, "github.com/netshape/netshape/cmd/netshape")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0") // the binary as shipped, also under `make test-race`
+		out, err := build.CombinedOutput()
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "build netshape: %v\n%s", err, out)
 			return 1
