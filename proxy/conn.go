@@ -530,12 +530,15 @@ const lingerTime = 5 * time.Millisecond
 // direction parks. The deadline moves only when it is getting close: a bulk
 // flow waits thousands of times a second.
 func (x *direction) linger() {
+	d := lingerTime
 	if x.noPark || x.c.p.parker == nil {
-		return
+		// Nothing parks, but transfer returns at the deadline, so the
+		// flow's counters still move while bytes trickle.
+		d = time.Second
 	}
 	now := time.Now()
-	if x.deadline.Sub(now) < lingerTime/2 {
-		x.deadline = now.Add(lingerTime)
+	if x.deadline.Sub(now) < d/2 {
+		x.deadline = now.Add(d)
 		x.src.SetReadDeadline(x.deadline)
 	}
 }

@@ -92,12 +92,11 @@ func (pp pipePool) drain() {
 // bytes at once on a few cores, few enough (32 descriptors) not to matter.
 func newPipePool() pipePool { return pipePool{free: make(chan pipe, 16), size: pipeSize} }
 
-// transfer moves up to max bytes from src to dst: it moves what src has (more
-// may arrive while it writes) and returns when src has nothing more right now
-// (drained), max is reached, src ended (io.EOF) or something failed. With
-// wait it first waits for src to have bytes, until src's read deadline if one
-// is set (then it returns drained with nothing moved); without, it does not
-// wait for src at all. It always waits for dst to take the bytes.
+// transfer moves up to max bytes from src to dst and returns when max is
+// reached, src ended (io.EOF), something failed, or src has nothing to read:
+// without wait at once (drained), with wait once src's read deadline passes
+// (drained; the caller's linger, so counters move at least that often). It
+// always waits for dst to take the bytes.
 func (p *Proxy) transfer(dst, src *net.TCPConn, max int, wait bool) (moved int64, drained bool, err error) {
 	srcRC, err := src.SyscallConn()
 	if err != nil {
@@ -132,10 +131,13 @@ func (p *Proxy) transfer(dst, src *net.TCPConn, max int, wait bool) (moved int64
 				have = true
 			}
 			n, serr = spliceNB(int(fd), pp.w, max-int(moved))
-			if wait && moved == 0 && serr == unix.EAGAIN {
-				// Nothing to read yet: give the empty pipe back and wait
+			if wait && serr == unix.EAGAIN {
+				// Nothing to read now: give the empty pipe back and wait
 				// in the runtime's poller (until src's read deadline, if
-				// any); this runs again when src is readable.
+				// any); this runs again when src is readable. Waiting here
+				// rather than returning saves the splice that would only
+				// find src empty again on the next call (the poller forgets
+				// readiness when a read begins, so a read must try first).
 				p.pipes.put(pp)
 				have = false
 				return false
