@@ -197,15 +197,7 @@ func helperSink() error {
 	if err != nil {
 		return err
 	}
-	go func() {
-		for {
-			c, err := tl.Accept()
-			if err != nil {
-				return
-			}
-			go func() { _, _ = io.Copy(io.Discard, c); c.Close() }()
-		}
-	}()
+	go discardConns(tl)
 	go func() {
 		b := make([]byte, 65536)
 		for {
@@ -613,5 +605,16 @@ func TestSetIfaceUp(t *testing.T) {
 	h := startHelper(t, tn.a, "setup", "BPFACCT_IFACE="+vethA)
 	if got := h.line(t, 10*time.Second); got != "false,true,true" {
 		t.Fatalf("flags after down, up, missing iface = %s, want false,true,true", got)
+	}
+}
+
+// discardConns reads every connection l accepts to its end, until l closes.
+func discardConns(l net.Listener) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go func() { _, _ = io.Copy(io.Discard, c); c.Close() }()
 	}
 }

@@ -52,15 +52,7 @@ func helperMixSink() error {
 		if err != nil {
 			return err
 		}
-		go func() {
-			for {
-				c, err := sl.Accept()
-				if err != nil {
-					return
-				}
-				go func() { _, _ = io.Copy(io.Discard, c); c.Close() }()
-			}
-		}()
+		go discardConns(sl)
 		ol, err := net.Listen("tcp", net.JoinHostPort(h, strconv.Itoa(mixSrc)))
 		if err != nil {
 			return err

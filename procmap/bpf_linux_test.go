@@ -93,28 +93,7 @@ func (e *bpfEnv) lookup(t *testing.T, m *Map, local, remote netip.AddrPort) (Pro
 func startChildIn(t *testing.T, ns, mode string, addr net.Addr) (*exec.Cmd, netip.AddrPort) {
 	t.Helper()
 	cmd := nstest.Cmd(ns, testExe(t), "-test.run=^$")
-	cmd.Env = append(os.Environ(), "PROCMAP_HELPER="+mode, "PROCMAP_ADDR="+addr.String())
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { stdin.Close(); cmd.Process.Kill(); cmd.Wait() })
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil {
-		t.Fatalf("helper said nothing: %v", err)
-	}
-	local, err := netip.ParseAddrPort(strings.TrimSpace(line))
-	if err != nil {
-		t.Fatalf("helper said %q: %v", line, err)
-	}
+	_, local := runHelper(t, cmd, mode, addr.String())
 	return cmd, local
 }
 

@@ -95,6 +95,15 @@ func TestLookupOwnSocket(t *testing.T) {
 func startHelper(t *testing.T, mode, addr string) (*exec.Cmd, io.WriteCloser, netip.AddrPort) {
 	t.Helper()
 	cmd := exec.Command(testExe(t), "-test.run=^$")
+	stdin, local := runHelper(t, cmd, mode, addr)
+	return cmd, stdin, local
+}
+
+// runHelper starts cmd (the test binary) as a helper client of addr in the
+// given mode (see TestMain) and returns its stdin, which ends it when closed,
+// and the local address of its connection.
+func runHelper(t *testing.T, cmd *exec.Cmd, mode, addr string) (io.WriteCloser, netip.AddrPort) {
+	t.Helper()
 	cmd.Env = append(os.Environ(), "PROCMAP_HELPER="+mode, "PROCMAP_ADDR="+addr)
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
@@ -117,7 +126,7 @@ func startHelper(t *testing.T, mode, addr string) (*exec.Cmd, io.WriteCloser, ne
 	if err != nil {
 		t.Fatalf("helper said %q: %v", line, err)
 	}
-	return cmd, stdin, local
+	return stdin, local
 }
 
 func TestLookupChildProcess(t *testing.T) {
