@@ -8,17 +8,18 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"sync"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/netshape/netshape/nftctl"
 )
 
 // bare is the gobare contender: the reference "bare Go prototype" of
 // a transparent relay, as plain as it can be. It accepts connections an nft
-// redirect sends it, reads SO_ORIGINAL_DST (IPv4), dials that destination
+// redirect sends it, reads SO_ORIGINAL_DST (nftctl.OriginalDst, as netshape does), dials that destination
 // with SO_MARK set (the redirect returns early for the mark, so the upstream
 // connection is not redirected again), and copies each direction on its own
 // goroutine with io.CopyN in 1 MiB steps, which Go turns into splice(2).
@@ -53,7 +54,7 @@ func bare(args []string) error {
 
 func bareConn(c *net.TCPConn, d *net.Dialer) {
 	defer c.Close()
-	dst, err := origDst4(c)
+	dst, err := nftctl.OriginalDst(c)
 	if err != nil {
 		return
 	}
@@ -84,26 +85,4 @@ func bareCopy(dst, src *net.TCPConn) {
 			return
 		}
 	}
-}
-
-// origDst4 reads the IPv4 original destination of a redirected connection:
-// getsockopt(SOL_IP, SO_ORIGINAL_DST) fills a struct sockaddr_in, 16 bytes
-// like the ipv6_mreq that x/sys/unix reads for us.
-func origDst4(c *net.TCPConn) (netip.AddrPort, error) {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return netip.AddrPort{}, err
-	}
-	var sa *unix.IPv6Mreq
-	var gerr error
-	if err := rc.Control(func(fd uintptr) {
-		sa, gerr = unix.GetsockoptIPv6Mreq(int(fd), unix.SOL_IP, unix.SO_ORIGINAL_DST)
-	}); err != nil {
-		return netip.AddrPort{}, err
-	}
-	if gerr != nil {
-		return netip.AddrPort{}, fmt.Errorf("getsockopt SO_ORIGINAL_DST: %w", gerr)
-	}
-	b := sa.Multiaddr // sin_family (2), sin_port (2, big endian), sin_addr (4), padding
-	return netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[4:8])), uint16(b[2])<<8|uint16(b[3])), nil
 }
