@@ -388,6 +388,7 @@ type direction struct {
 	d        Dir
 	dst, src *net.TCPConn
 	srcRC    syscall.RawConn
+	dstRC    syscall.RawConn
 	n        *atomic.Int64
 	lim      Limiter
 	end      func() // the flow's; the second direction to end closes it
@@ -422,7 +423,9 @@ func (c *conn) relay(up *net.TCPConn, lim Limiter, sniffFirst bool) {
 	in := &direction{c: c, d: In, dst: c.client, src: up, n: &c.in, lim: lim, end: end}
 	out := &direction{c: c, d: Out, dst: up, src: c.client, n: &c.out, lim: lim, end: end, sniffFirst: sniffFirst}
 	for _, x := range c.dirs(in, out) {
+		// Taken once: SyscallConn allocates, and transfer runs per burst.
 		x.srcRC, _ = x.src.SyscallConn() // fails only for a nil conn
+		x.dstRC, _ = x.dst.SyscallConn()
 	}
 	// Each direction lingers a moment for bytes on its goroutine, then
 	// parks. The upload side carries on here: the setup goroutine, whose
@@ -487,7 +490,7 @@ func (x *direction) copy() (ended bool) {
 		if wait {
 			x.linger()
 		}
-		w, drained, err := c.p.transfer(x.dst, x.src, want, wait)
+		w, drained, err := c.p.transfer(x, want, wait)
 		x.n.Add(w)
 		if x.lim != nil {
 			if qerr := x.lim.Done(x.d, int(w)); qerr != nil {

@@ -97,15 +97,8 @@ func newPipePool() pipePool { return pipePool{free: make(chan pipe, 16), size: p
 // without wait at once (drained), with wait once src's read deadline passes
 // (drained; the caller's linger, so counters move at least that often). It
 // always waits for dst to take the bytes.
-func (p *Proxy) transfer(dst, src *net.TCPConn, max int, wait bool) (moved int64, drained bool, err error) {
-	srcRC, err := src.SyscallConn()
-	if err != nil {
-		return 0, false, err
-	}
-	dstRC, err := dst.SyscallConn()
-	if err != nil {
-		return 0, false, err
-	}
+func (p *Proxy) transfer(x *direction, max int, wait bool) (moved int64, drained bool, err error) {
+	dst, src, srcRC, dstRC := x.dst, x.src, x.srcRC, x.dstRC
 	// The pipe is taken only while bytes move: a direction waiting for src
 	// (up to its linger) gives it back, so waiting flows hold none.
 	var pp pipe

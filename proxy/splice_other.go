@@ -4,7 +4,6 @@ package proxy
 
 import (
 	"io"
-	"net"
 )
 
 // pipePool is Linux-only; elsewhere the relay copies with io.CopyN, which the
@@ -16,7 +15,7 @@ func (pipePool) drain()     {}
 
 // transfer moves up to max bytes from src to dst. It blocks until src has
 // bytes (wait or not), so it never reports src drained and nothing parks.
-func (p *Proxy) transfer(dst, src *net.TCPConn, max int, wait bool) (int64, bool, error) {
-	n, err := io.CopyN(dst, src, int64(max))
+func (p *Proxy) transfer(x *direction, max int, wait bool) (int64, bool, error) {
+	n, err := io.CopyN(x.dst, x.src, int64(max))
 	return n, false, err
 }
