@@ -204,7 +204,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		return err
 	}
 	defer lock.release()
-	fl := raiseFileLimit(cfg.MaxConns, "/proc/sys/fs/nr_open")
+	fl := raiseFileLimit(cfg.MaxConns, nrOpenPath)
 	log.Debug("open-file limit", "limit", fl.limit, "max_conns", fl.maxConns)
 
 	red, err := newRedirector(cfg, log)
