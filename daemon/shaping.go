@@ -71,10 +71,10 @@ func (d *Daemon) matchSelector(pattern string, f *flow.Flow) bool {
 	return false
 }
 
-// limitMemo remembers the limit ids of the last flow asked about. The
-// shaper asks once per rule limit and quota while it builds a flow's path
-// (hundreds of questions with many limits), each of which was a full
-// decision over every rule.
+// limitMemo remembers the limit ids of the last flow decided: the proxy's
+// decision hands them to limit, and a path rebuilt after a rule change asks
+// about one flow once per rule limit and quota (hundreds with many rules),
+// which would each be a full decision over every rule.
 type limitMemo struct {
 	mu  sync.Mutex
 	r   *rules
