@@ -16,11 +16,12 @@ const (
 	cHAProxy   = "haproxy"    // plain relay to a fixed server
 	cSocat     = "socat"      // plain relay, one process per connection
 	cGoBare    = "gobare"     // the bare Go splice relay (nsbench bare) under an nft redirect: a reference
+	cGoLoop    = "goloop"     // an epoll event-loop Go relay (nsbench loop) under the same redirect: a reference
 )
 
 // allContenders in table order; defaultContenders run unless -contenders says otherwise.
 var (
-	allContenders     = []string{cDirect, cNetshape, cNetshapeR, cHAProxyT, cGoBare, cHAProxy, cSocat}
+	allContenders     = []string{cDirect, cNetshape, cNetshapeR, cHAProxyT, cGoBare, cGoLoop, cHAProxy, cSocat}
 	defaultContenders = []string{cDirect, cNetshape, cNetshapeR, cHAProxyT, cGoBare}
 )
 

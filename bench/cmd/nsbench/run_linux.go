@@ -297,7 +297,7 @@ func (r *runner) main() error {
 	if err := r.addNS(r.srvNS); err != nil {
 		return err
 	}
-	letters := map[string]string{cDirect: "d", cNetshape: "n", cNetshapeR: "r", cHAProxyT: "h", cGoBare: "g", cHAProxy: "p", cSocat: "x"}
+	letters := map[string]string{cDirect: "d", cNetshape: "n", cNetshapeR: "r", cHAProxyT: "h", cGoBare: "g", cGoLoop: "l", cHAProxy: "p", cSocat: "x"}
 	i := 0
 	for _, name := range allContenders {
 		if !want[name] {
@@ -542,7 +542,7 @@ backend original_destination
 		if err := r.startHAProxy(c, cfg); err != nil {
 			return err
 		}
-	case cGoBare:
+	case cGoBare, cGoLoop:
 		c.target = srv
 		// haproxy-t's redirect, with the relay's upstream sockets exempt by their mark.
 		rules := fmt.Sprintf(`table ip nsbench {
@@ -561,7 +561,11 @@ backend original_destination
 		if err := must("ip", "netns", "exec", c.ns, "nft", "-f", rf); err != nil {
 			return err
 		}
-		c.cmd, c.exited, err = r.start(c.ns, c.name, r.self, "bare", "-listen", plain, "-mark", fmt.Sprintf("%#x", bareMark))
+		cmd := "bare"
+		if c.name == cGoLoop {
+			cmd = "loop"
+		}
+		c.cmd, c.exited, err = r.start(c.ns, c.name, r.self, cmd, "-listen", plain, "-mark", fmt.Sprintf("%#x", bareMark))
 		if err != nil {
 			return err
 		}
@@ -602,7 +606,7 @@ backend server
 				return fmt.Errorf("netshape-r is not what it claims to measure: %w (logs in %s)", err, r.tmp)
 			}
 		}
-	case cHAProxyT, cGoBare:
+	case cHAProxyT, cGoBare, cGoLoop:
 		out, err := cmdIn(c.ns, "nft", "list", "table", "ip", "nsbench").CombinedOutput()
 		if err != nil || regexp.MustCompile(`counter packets [1-9]`).Find(out) == nil {
 			return fmt.Errorf("the %s redirect rule matched nothing: %v\n%s", c.name, err, out)
