@@ -5,8 +5,8 @@
 // rules skip, and relays both directions.
 //
 // The relay keeps both sides as *net.TCPConn and copies in bounded chunks
-// (1 MiB, 256 KiB when a limiter shapes or meters the flow) so that byte
-// counters, shaping and quotas see every chunk. On Linux it moves the bytes
+// (1 MiB, or what the flow's limiter grants) so that byte counters, shaping
+// and quotas see every chunk. On Linux it moves the bytes
 // with its own splice(2) loop through pooled 1 MiB pipes, taken only while
 // bytes move (splice_linux.go); elsewhere with io.CopyN. A direction with
 // nothing to read waits a few milliseconds in the runtime's poller, then

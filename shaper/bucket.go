@@ -23,6 +23,12 @@ const (
 	burstChunks = 2
 )
 
+// quotaChunk is the largest grant on a path a quota counts: flows sharing a
+// quota may each overshoot it by what they were granted when it ran out, so
+// grants stay small there. A path nothing limits or counts gets what the
+// relay asks for (1 MiB), which keeps splice efficient.
+const quotaChunk = 256 << 10
+
 // burstFor is the capacity of a bucket of rate r with chunk c.
 func burstFor(r float64, c int) int {
 	return max(c*burstChunks, int(min(r*burstTime.Seconds(), 1<<40)))

@@ -81,7 +81,8 @@ func (p *Path) current() *pathCfg {
 }
 
 // Grant waits until the path may pass bytes in direction d and returns how
-// many (1 ≤ n ≤ max). It returns max at once when nothing limits the path.
+// many (1 ≤ n ≤ max). It returns max at once when nothing limits the path;
+// else at most a bucket's chunk, and at most quotaChunk under a quota.
 // Call Done with the bytes really copied before the next Grant. The error is
 // ctx's, or wraps ErrQuotaExceeded when a quota in scope is used up (cut the
 // flow).
@@ -119,6 +120,9 @@ func (p *Path) grantSlow(ctx context.Context, d Dir, c *pathCfg, max int) (int, 
 			ds.credit = 0
 		}
 		n := max
+		if len(dc.quotas) > 0 {
+			n = min(n, quotaChunk)
+		}
 		useCredit := false
 		if len(dc.buckets) > 0 {
 			if ds.credit > 0 {

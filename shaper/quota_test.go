@@ -327,8 +327,11 @@ func TestQuotaForecast(t *testing.T) {
 	// 1 MB/s for 20 minutes, sampled every 10 s.
 	for range 120 {
 		c.Advance(10 * time.Second)
-		n, _ := p.Grant(context.Background(), In, 10e6)
-		p.Done(In, n)
+		for left := 10_000_000; left > 0; { // in grants of at most quotaChunk, as a relay copies
+			n, _ := p.Grant(context.Background(), In, left)
+			p.Done(In, n)
+			left -= n
+		}
 		s.QuotaStates()
 	}
 	st := s.Quotas()[0]
@@ -468,5 +471,36 @@ func TestManyQuotasRollAtOnce(t *testing.T) {
 	mustAttach(t, s, testFlow(2, "a", "", ""))
 	if k := log.kinds(); len(k) != 5 || slices.ContainsFunc(k, func(e EventKind) bool { return e != QuotaReset }) {
 		t.Errorf("events %v, want 5 resets", k)
+	}
+}
+
+// A path nothing counts gets the relay's whole request (splice moves 1 MiB at
+// a time); under a quota grants stay at quotaChunk, so flows sharing the
+// quota overshoot it by little; a direction the quota does not count is free.
+func TestGrantSizes(t *testing.T) {
+	s, _, _ := newQuotaShaper(t, Quota{ID: 1, Sel: Selector{App: "curl"}, Limit: 1 << 40, Dir: In, Period: Day}, Options{})
+	ctx := context.Background()
+	counted := mustAttach(t, s, testFlow(1, "/usr/bin/curl", "", ""))
+	free := mustAttach(t, s, testFlow(2, "/usr/bin/wget", "", ""))
+	for _, c := range []struct {
+		name string
+		p    *Path
+		d    Dir
+		want int
+	}{
+		{"flow outside the quota", free, In, 1 << 20},
+		{"direction the quota does not count", counted, Out, 1 << 20},
+		{"counted direction", counted, In, quotaChunk},
+	} {
+		n, err := c.p.Grant(ctx, c.d, 1<<20)
+		if err != nil || n != c.want {
+			t.Errorf("%s: Grant(1 MiB) = %d, %v; want %d", c.name, n, err, c.want)
+		}
+		if err := c.p.Done(c.d, n); err != nil {
+			t.Errorf("%s: Done: %v", c.name, err)
+		}
+	}
+	if n, _ := counted.Grant(ctx, In, 1000); n != 1000 {
+		t.Errorf("a request under quotaChunk is granted whole: got %d", n)
 	}
 }
