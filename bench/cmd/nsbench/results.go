@@ -174,8 +174,8 @@ func (r *Results) print(w io.Writer) {
 			f2(v["rate_x"], "%.2f"), f2(v["lat_p50_added_us"], "%.0f"), f2(v["lat_p99_added_us"], "%.0f"))
 	}
 	fmt.Fprintf(w, "\nAbsolute medians:\n")
-	fmt.Fprintf(w, "%-10s %9s %9s %9s %9s %9s %10s %10s %9s %8s %8s %8s\n", "contender", "1s Gb/s", "8s Gb/s", "conn/s",
-		"p50 µs", "p99 µs", "CPU1 s/GB", "CPU8 s/GB", "KiB/conn", "fds/conn", "idle n", "RSS MiB")
+	fmt.Fprintf(w, "%-10s %9s %9s %9s %9s %9s %10s %10s %10s %9s %8s %8s %8s\n", "contender", "1s Gb/s", "8s Gb/s", "conn/s",
+		"p50 µs", "p99 µs", "CPU1 s/GB", "CPU8 s/GB", "CPU µs/c", "KiB/conn", "fds/conn", "idle n", "RSS MiB")
 	for _, c := range r.Contenders {
 		s := r.Summary[c]
 		cell := func(m, f string) string {
@@ -184,9 +184,9 @@ func (r *Results) print(w io.Writer) {
 			}
 			return "n/a"
 		}
-		fmt.Fprintf(w, "%-10s %9s %9s %9s %9s %9s %10s %10s %9s %8s %8s %8s\n", c, cell("tput1_gbps", "%.2f"), cell("tput8_gbps", "%.2f"),
+		fmt.Fprintf(w, "%-10s %9s %9s %9s %9s %9s %10s %10s %10s %9s %8s %8s %8s\n", c, cell("tput1_gbps", "%.2f"), cell("tput8_gbps", "%.2f"),
 			cell("rate_cps", "%.0f"), cell("lat_p50_us", "%.0f"), cell("lat_p99_us", "%.0f"), cell("cpu1_s_per_gb", "%.2f"),
-			cell("cpu8_s_per_gb", "%.2f"), cell("rss_kib_per_conn", "%.1f"), cell("fds_per_conn", "%.1f"),
+			cell("cpu8_s_per_gb", "%.2f"), cell("rate_cpu_us_per_conn", "%.0f"), cell("rss_kib_per_conn", "%.1f"), cell("fds_per_conn", "%.1f"),
 			cell("idle_conns", "%.0f"), cell("rss_mib_total", "%.0f"))
 	}
 	for _, c := range r.Contenders {

@@ -395,7 +395,16 @@ func (r *runner) main() error {
 		for _, c := range order {
 			var rr RateResult
 			stopPerf := r.perf(c, "rate")
+			var before float64
+			if c.pid() > 0 {
+				before = cpuSeconds(c.pid())
+			}
 			err := r.client(c, &rr, "rate", "-addr", c.target, "-c", strconv.Itoa(o.rateC), "-t", o.rateDur.String())
+			cpuPerConn := math.NaN()
+			if c.pid() > 0 && rr.OK > 0 {
+				waitChildren(c.pid(), 3*time.Second)
+				cpuPerConn = (cpuSeconds(c.pid()) - before) / float64(rr.OK) * 1e6
+			}
 			stopPerf()
 			if err != nil {
 				r.logf("WARNING: rate %s: %v", c.name, err)
@@ -404,6 +413,9 @@ func (r *runner) main() error {
 				r.logf("WARNING: rate %s: %d failed connections of %d", c.name, rr.Errors, rr.OK+rr.Errors)
 			}
 			res.add(c.name, "rate_cps", rr.PerSec)
+			if c.name != cDirect {
+				res.add(c.name, "rate_cpu_us_per_conn", cpuPerConn)
+			}
 			time.Sleep(300 * time.Millisecond)
 		}
 	}
