@@ -184,13 +184,25 @@ func (p *Proxy) transfer(x *direction, max int, wait bool) (moved int64, drained
 	return moved, false, nil
 }
 
+// spliceNB moves up to n bytes without ever blocking: both ends are
+// non-blocking (sockets by the runtime, pipes by pipe2) and it passes
+// SPLICE_F_NONBLOCK. So it is a raw syscall, which keeps the goroutine's P:
+// through the runtime's Syscall a 1 MiB splice (~100 µs) outlives the 20 µs
+// sysmon allows a P in a syscall when work is queued, and each time the P
+// was handed to another thread and taken back after. One stream through the
+// daemon, namespace pair, binaries alternated: 0.46 -> 0.39 CPU s/GB (8
+// streams 0.36-0.43 -> 0.27-0.33) at the same or higher speed.
 func spliceNB(in, out, n int) (int, error) {
 	for {
-		m, err := unix.Splice(in, nil, out, nil, n, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-		if err == unix.EINTR {
+		m, _, e := unix.RawSyscall6(unix.SYS_SPLICE, uintptr(in), 0, uintptr(out), 0, uintptr(n),
+			unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		switch e {
+		case 0:
+			return int(m), nil
+		case unix.EINTR:
 			continue
 		}
-		return int(m), err
+		return 0, e
 	}
 }
 
