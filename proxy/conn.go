@@ -399,6 +399,8 @@ type direction struct {
 	noPark   bool      // parking failed: wait on the goroutine
 
 	parkID atomic.Uint64 // the parker's entry while parked
+
+	sp spliceState // transfer's, on Linux
 }
 
 // relay copies both directions until both end, then closes both sides.

@@ -92,58 +92,90 @@ func (pp pipePool) drain() {
 // bytes at once on a few cores, few enough (32 descriptors) not to matter.
 func newPipePool() pipePool { return pipePool{free: make(chan pipe, 16), size: pipeSize} }
 
+// spliceState is a direction's splice bookkeeping, kept on the direction so
+// the callbacks handed to RawConn.Read and Write are bound once per
+// direction rather than allocated as closures on every transfer (they were
+// a fifth of a relayed connection's allocations). Only the goroutine running
+// the direction touches it.
+type spliceState struct {
+	p       *Proxy
+	pp      pipe
+	have    bool // pp is ours
+	wait    bool
+	want    int // what the next read splice may move
+	n       int // what the last read splice moved
+	inPipe  int
+	m       int // what the last write splice moved
+	serr    error
+	perr    error
+	werr    error
+	readFn  func(fd uintptr) bool
+	writeFn func(fd uintptr) bool
+}
+
+// read is the RawConn.Read callback: one splice from src into the pipe,
+// taking a pipe first if the direction has none.
+func (s *spliceState) read(fd uintptr) bool {
+	if !s.have {
+		if s.pp, s.perr = s.p.pipes.get(); s.perr != nil {
+			return true
+		}
+		s.have = true
+	}
+	s.n, s.serr = spliceNB(int(fd), s.pp.w, s.want)
+	if s.wait && s.serr == unix.EAGAIN {
+		// Nothing to read now: give the empty pipe back and wait in the
+		// runtime's poller (until src's read deadline, if any); this runs
+		// again when src is readable. Waiting here rather than returning
+		// saves the splice that would only find src empty again on the
+		// next call (the poller forgets readiness when a read begins, so a
+		// read must try first).
+		s.p.pipes.put(s.pp)
+		s.have = false
+		return false
+	}
+	return true
+}
+
+// write is the RawConn.Write callback: one splice from the pipe into dst.
+func (s *spliceState) write(fd uintptr) bool {
+	s.m, s.werr = spliceNB(s.pp.r, int(fd), s.inPipe)
+	return s.werr != unix.EAGAIN
+}
+
 // transfer moves up to max bytes from src to dst and returns when max is
 // reached, src ended (io.EOF), something failed, or src has nothing to read:
 // without wait at once (drained), with wait once src's read deadline passes
 // (drained; the caller's linger, so counters move at least that often). It
 // always waits for dst to take the bytes.
 func (p *Proxy) transfer(x *direction, max int, wait bool) (moved int64, drained bool, err error) {
-	dst, src, srcRC, dstRC := x.dst, x.src, x.srcRC, x.dstRC
+	s := &x.sp
+	if s.readFn == nil {
+		s.p, s.readFn, s.writeFn = p, s.read, s.write
+	}
+	s.wait, s.inPipe = wait, 0
 	// The pipe is taken only while bytes move: a direction waiting for src
 	// (up to its linger) gives it back, so waiting flows hold none.
-	var pp pipe
-	have := false
-	inPipe := 0
 	defer func() {
 		switch {
-		case !have:
-		case inPipe == 0:
-			p.pipes.put(pp)
+		case !s.have:
+		case s.inPipe == 0:
+			p.pipes.put(s.pp)
 		default:
-			pp.close() // bytes stuck in it belong to a failed flow
+			s.pp.close() // bytes stuck in it belong to a failed flow
 		}
+		s.have = false
 	}()
 	for moved < int64(max) {
-		var n int
-		var serr, perr error
-		err := srcRC.Read(func(fd uintptr) bool {
-			if !have {
-				if pp, perr = p.pipes.get(); perr != nil {
-					return true
-				}
-				have = true
-			}
-			n, serr = spliceNB(int(fd), pp.w, max-int(moved))
-			if wait && serr == unix.EAGAIN {
-				// Nothing to read now: give the empty pipe back and wait
-				// in the runtime's poller (until src's read deadline, if
-				// any); this runs again when src is readable. Waiting here
-				// rather than returning saves the splice that would only
-				// find src empty again on the next call (the poller forgets
-				// readiness when a read begins, so a read must try first).
-				p.pipes.put(pp)
-				have = false
-				return false
-			}
-			return true
-		})
-		if perr != nil {
+		s.want, s.serr, s.perr = max-int(moved), nil, nil
+		err := x.srcRC.Read(s.readFn)
+		if s.perr != nil {
 			if moved > 0 {
 				return moved, false, nil
 			}
 			// Out of descriptors for a pipe: copy through user space
 			// instead. This blocks until src has bytes, like a wait.
-			n, err := io.CopyN(dst, src, int64(max))
+			n, err := io.CopyN(x.dst, x.src, int64(max))
 			return n, false, err
 		}
 		if errors.Is(err, os.ErrDeadlineExceeded) {
@@ -154,31 +186,26 @@ func (p *Proxy) transfer(x *direction, max int, wait bool) (moved int64, drained
 		if err != nil {
 			return moved, false, err
 		}
-		if serr == unix.EAGAIN {
+		if s.serr == unix.EAGAIN {
 			return moved, true, nil
 		}
-		if serr != nil {
-			return moved, false, wrapSplice("read", serr)
+		if s.serr != nil {
+			return moved, false, wrapSplice("read", s.serr)
 		}
-		if n == 0 {
+		if s.n == 0 {
 			return moved, false, io.EOF
 		}
-		inPipe = n
-		for inPipe > 0 {
-			var m int
-			var werr error
-			err := dstRC.Write(func(fd uintptr) bool {
-				m, werr = spliceNB(pp.r, int(fd), inPipe)
-				return werr != unix.EAGAIN
-			})
-			if err != nil {
+		s.inPipe = s.n
+		for s.inPipe > 0 {
+			s.werr = nil
+			if err := x.dstRC.Write(s.writeFn); err != nil {
 				return moved, false, err
 			}
-			if werr != nil {
-				return moved, false, wrapSplice("write", werr)
+			if s.werr != nil {
+				return moved, false, wrapSplice("write", s.werr)
 			}
-			inPipe -= m
-			moved += int64(m)
+			s.inPipe -= s.m
+			moved += int64(s.m)
 		}
 	}
 	return moved, false, nil

@@ -11,7 +11,11 @@ import (
 type pipePool struct{}
 
 func newPipePool() pipePool { return pipePool{} }
-func (pipePool) drain()     {}
+
+// spliceState is Linux-only.
+type spliceState struct{}
+
+func (pipePool) drain() {}
 
 // transfer moves up to max bytes from src to dst. It blocks until src has
 // bytes (wait or not), so it never reports src drained and nothing parks.
