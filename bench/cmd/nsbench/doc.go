@@ -3,8 +3,10 @@
 // `nsbench run` (Linux, root) builds a server network namespace and one client
 // namespace per contender (all named tb<id>…), starts the contenders and
 // measures, interleaved within each repetition: single- and 8-stream
-// throughput, connection rate, connect + 1-byte round-trip latency, relay CPU
-// seconds per GB, and relay RSS per idle connection. It prints a table of
+// throughput, connection rate and relay CPU per connection, connect + 1-byte
+// round-trip latency (all contenders at once, in shuffled blocks of 20
+// samples: nsbench latmix), relay CPU seconds per GB, and relay RSS per idle
+// connection. It prints a table of
 // ratios to direct and the issue's targets, and writes the raw samples and
 // summaries as JSON.
 //
@@ -15,9 +17,10 @@
 // client); haproxy-t (HAProxy as a transparent relay under an equivalent nft
 // redirect, the fair peer); gobare (`nsbench bare`, the issue's bare Go
 // splice relay under the same kind of redirect, a reference). On request
-// (-contenders): haproxy and socat as plain relays.
+// (-contenders): goloop (`nsbench loop`, an epoll event-loop Go relay, to show
+// what that design buys), and haproxy and socat as plain relays.
 //
 // The other subcommands are the load generators, the server and the bare
-// relay it runs inside the namespaces: serve, tput, lat, rate, idle, probe,
-// bare.
+// relays it runs inside the namespaces: serve, tput, lat, latmix, rate, idle,
+// probe, bare, loop.
 package main
