@@ -3,6 +3,7 @@
 package main
 
 import (
+	"bufio"
 	"errors"
 	"flag"
 	"fmt"
@@ -42,7 +43,18 @@ func latmix(args []string) error {
 	n := fs.Int("n", 2000, "samples per contender")
 	warm := fs.Int("warm", 50, "unrecorded warm-up rounds")
 	maxT := fs.Duration("max-t", 0, "stop after this long with fewer samples (0: no limit)")
+	dump := fs.String("dump", "", "also write every sample to `FILE` (contender, start µs since the first, latency µs)")
 	fs.Parse(args)
+	var dumpW *bufio.Writer
+	if *dump != "" {
+		f, err := os.Create(*dump)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		dumpW = bufio.NewWriter(f)
+		defer dumpW.Flush()
+	}
 	if len(targets) == 0 {
 		return errors.New("latmix: no -target")
 	}
@@ -88,8 +100,12 @@ func latmix(args []string) error {
 		rng.Shuffle(len(order), func(a, b int) { order[a], order[b] = order[b], order[a] })
 		for _, p := range order {
 			for k := i; k < i+latBlock; k++ {
+				t := time.Since(start)
 				p.req <- struct{}{}
 				r := <-p.res
+				if dumpW != nil {
+					fmt.Fprintf(dumpW, "%s %d %.1f\n", p.name, t.Microseconds(), float64(r.d)/1e3)
+				}
 				if r.err != nil {
 					return fmt.Errorf("latency probe %d of %s to %s: %w", k, p.name, p.addr, r.err)
 				}
