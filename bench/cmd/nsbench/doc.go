@@ -16,9 +16,9 @@
 // the run checks that the rules loaded and that procmap named the bench
 // client); haproxy-t (HAProxy as a transparent relay under an equivalent nft
 // redirect, the fair peer); gobare (`nsbench bare`, the issue's bare Go
-// splice relay under the same kind of redirect, a reference). On request
-// (-contenders): goloop (`nsbench loop`, an epoll event-loop Go relay, to show
-// what that design buys), and haproxy and socat as plain relays.
+// splice relay under the same kind of redirect, a reference); without -quick
+// also goloop (`nsbench loop`, an epoll event-loop Go relay, to show what that
+// design buys). On request (-contenders): haproxy and socat as plain relays.
 //
 // The other subcommands are the load generators, the server and the bare
 // relays it runs inside the namespaces: serve, tput, lat, latmix, rate, idle,

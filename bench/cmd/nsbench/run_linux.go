@@ -116,8 +116,9 @@ func run(args []string) error {
 	fs.StringVar(&o.out, "out", "bench/out", "`DIR` for the JSON result")
 	fs.StringVar(&o.netshape, "netshape", "bin/netshape", "netshape `binary`")
 	fs.StringVar(&o.id, "id", "", "namespace id (hex; default random); namespaces are named tb<id><letter>")
-	fs.StringVar(&o.contenders, "contenders", strings.Join(defaultContenders, ","),
-		"comma-separated contenders (direct is always run) from "+strings.Join(allContenders, ", "))
+	fs.StringVar(&o.contenders, "contenders", "",
+		"comma-separated contenders (direct is always run) from "+strings.Join(allContenders, ", ")+
+			" (default "+strings.Join(defaultContenders, ",")+", and "+cGoLoop+" without -quick)")
 	fs.BoolVar(&o.perf, "perf", false, "profile netshape with perf(1) during its first 8-stream and connection-rate tests (reports in -out)")
 	fs.StringVar(&o.rulesFile, "rules-file", "", "netshape-r's policy `FILE` instead of the generated one (nsbench policy prints that); its rules must not match the bench traffic")
 	fs.BoolVar(&o.keep, "keep", false, "leave namespaces and processes up after the run (debugging)")
@@ -130,6 +131,14 @@ func run(args []string) error {
 	defd := func(v *time.Duration, full, quick time.Duration) {
 		if *v == 0 {
 			*v = map[bool]time.Duration{false: full, true: quick}[o.quick]
+		}
+	}
+	if o.contenders == "" {
+		// goloop is the evidence for what an event loop buys; -quick leaves
+		// it out to stay under 2 minutes.
+		o.contenders = strings.Join(defaultContenders, ",")
+		if !o.quick {
+			o.contenders += "," + cGoLoop
 		}
 	}
 	def(&o.reps, 5, 3)
