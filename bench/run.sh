@@ -3,8 +3,9 @@
 #
 # Benchmarks netshape (without rules, and with 1,000 rules: netshape-r) against
 # direct connections and peer relays (HAProxy as a transparent relay under the
-# same kind of nftables redirect; a bare Go splice relay, gobare; HAProxy and
-# socat as plain relays with -contenders) inside network namespaces it creates
+# same kind of nftables redirect; a bare Go splice relay, gobare; without
+# --quick an epoll event-loop Go relay, goloop; HAProxy and socat as plain
+# relays with -contenders) inside network namespaces it creates
 # and deletes (named tb<id>...). It never touches this machine's own network
 # namespace.
 # Results: a table on stdout and bench/out/bench-<time>.json. Needs root.
