@@ -4,8 +4,7 @@
 // namespace per contender (all named tb<id>…), starts the contenders and
 // measures, interleaved within each repetition: single- and 8-stream
 // throughput, connection rate and relay CPU per connection, connect + 1-byte
-// round-trip latency (all contenders at once, in shuffled blocks of 20
-// samples: nsbench latmix), relay CPU seconds per GB, and relay RSS per idle
+// round-trip latency, relay CPU seconds per GB, and relay RSS per idle
 // connection. It prints a table of
 // ratios to direct and the targets, and writes the raw samples and
 // summaries as JSON.

@@ -18,21 +18,24 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// latmix measures connect + 1-byte round trip latency for several contenders
+// latmix measures connect + 1-byte round trip latency for several targets
 // interleaved in short blocks (latBlock samples of A, then of C, then of B,
-// the order shuffled every round), so a shared machine's drift, bursts from
-// other tenants included, falls on every contender alike rather than on
-// whichever ran during it. Within a block a contender follows itself, as in
-// a test of its own: the work a relay leaves after a connection's last byte
-// (FINs, closes) delays its own next connection, not another's. Each contender is
-// probed from a thread of its own that stays in the contender's client
-// namespace, with blocking syscalls: no runtime poller or goroutine hand-off
-// in the timed part. It runs from the host namespace but opens every socket
-// inside a bench namespace, so no traffic leaves those.
+// the order shuffled every round), so drift on a shared machine falls on
+// every target alike; with -dump it writes every sample with its time, to
+// line a tail up with what caused it. Each target is probed from a thread of
+// its own that stays in the target's client namespace, with blocking
+// syscalls: no runtime poller or goroutine hand-off in the timed part. It
+// runs from the host namespace but opens every socket inside a bench
+// namespace, so no traffic leaves those.
 //
-//	nsbench latmix -n 3000 -target direct=tb1d=198.18.0.2:7000 -target ...
+// `nsbench run` does not use it: with every relay up at once, one relay's
+// background work (netshape's flush of thousands of flow records every 2 s)
+// lands in the others' samples; in a trial full run the p99 of every
+// contender, direct's included, rose 2-3x. It is a tool for by-hand runs:
 //
-// It prints a JSON object: contender name → LatResult.
+//	nsbench latmix -n 6000 -target a=NETNS=198.18.0.2:7000 [-target ...] [-dump FILE]
+//
+// It prints a JSON object: target name → LatResult.
 func latmix(args []string) error {
 	fs := flag.NewFlagSet("latmix", flag.ExitOnError)
 	var targets []string

@@ -391,17 +391,15 @@ func (r *runner) main() error {
 				}
 			}
 		}
-		lats, err := r.latMix(order)
-		if err != nil {
-			r.logf("WARNING: interleaved latency test: %v; measuring one contender at a time", err)
-		}
+		// One contender at a time, not interleaved (nsbench latmix): with
+		// every relay up, a relay's background work (netshape's flush of
+		// thousands of flow records every 2 s) lands in the others' samples
+		// and the p99 of all, direct's included, rose 2-3x in a trial run.
 		for _, c := range order {
-			l, ok := lats[c.name]
-			if !ok {
-				if err := r.client(c, &l, "lat", "-addr", c.target, "-n", strconv.Itoa(o.latN), "-max-t", o.latMax.String()); err != nil {
-					r.logf("WARNING: latency %s: %v", c.name, err)
-					l = LatResult{P50us: math.NaN(), P99us: math.NaN()}
-				}
+			var l LatResult
+			if err := r.client(c, &l, "lat", "-addr", c.target, "-n", strconv.Itoa(o.latN), "-max-t", o.latMax.String()); err != nil {
+				r.logf("WARNING: latency %s: %v", c.name, err)
+				l = LatResult{P50us: math.NaN(), P99us: math.NaN()}
 			}
 			res.add(c.name, "lat_n", float64(l.N))
 			res.add(c.name, "lat_p50_us", l.P50us)
@@ -784,28 +782,6 @@ func (r *runner) client(c *contender, out any, sub string, args ...string) error
 		return nil
 	}
 	return json.Unmarshal(b, out)
-}
-
-// latMix runs the latency test for every contender at once, interleaved
-// sample by sample (nsbench latmix), so drift on this shared machine falls on
-// all of them alike.
-func (r *runner) latMix(cs []*contender) (map[string]LatResult, error) {
-	args := []string{"latmix", "-n", strconv.Itoa(r.o.latN), "-max-t", (r.o.latMax * time.Duration(len(cs))).String()}
-	for _, c := range cs {
-		args = append(args, "-target", c.name+"="+c.ns+"="+c.target)
-	}
-	cmd := exec.Command(r.self, args...)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	b, err := cmd.Output()
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
-	}
-	if s := strings.TrimSpace(stderr.String()); s != "" {
-		r.logf("latmix: %s", s)
-	}
-	out := map[string]LatResult{}
-	return out, json.Unmarshal(b, &out)
 }
 
 // tput runs one throughput test and returns Gbit/s and the relay's CPU seconds per GB.
