@@ -189,31 +189,35 @@ func OriginalDst(c *net.TCPConn) (netip.AddrPort, error) {
 		ap   netip.AddrPort
 		gerr error
 	)
-	err = rc.Control(func(fd uintptr) {
-		if v6 {
-			var sa unix.RawSockaddrInet6
-			l := uint32(unsafe.Sizeof(sa))
-			gerr = getsockopt(int(fd), unix.SOL_IPV6, soOriginalDst, unsafe.Pointer(&sa), &l)
-			if gerr == nil {
-				ap = netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), netPort(&sa.Port))
-			}
-			return
-		}
-		var sa unix.RawSockaddrInet4
-		l := uint32(unsafe.Sizeof(sa))
-		gerr = getsockopt(int(fd), unix.SOL_IP, soOriginalDst, unsafe.Pointer(&sa), &l)
-		if gerr == nil {
-			ap = netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), netPort(&sa.Port))
-		}
-	})
-	if err != nil {
+	if err := rc.Control(func(fd uintptr) { ap, gerr = OriginalDstFD(int(fd), v6) }); err != nil {
 		return netip.AddrPort{}, err
 	}
-	if gerr != nil {
-		if errors.Is(gerr, unix.ENOENT) {
-			return netip.AddrPort{}, fmt.Errorf("%w: %w", ErrNotRedirected, gerr)
+	return ap, gerr
+}
+
+// OriginalDstFD is OriginalDst for the descriptor of an accepted socket of
+// family AF_INET6 (v6) or AF_INET.
+func OriginalDstFD(fd int, v6 bool) (netip.AddrPort, error) {
+	var ap netip.AddrPort
+	var err error
+	if v6 {
+		var sa unix.RawSockaddrInet6
+		l := uint32(unsafe.Sizeof(sa))
+		if err = getsockopt(fd, unix.SOL_IPV6, soOriginalDst, unsafe.Pointer(&sa), &l); err == nil {
+			ap = netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), netPort(&sa.Port))
 		}
-		return netip.AddrPort{}, fmt.Errorf("getsockopt SO_ORIGINAL_DST: %w", gerr)
+	} else {
+		var sa unix.RawSockaddrInet4
+		l := uint32(unsafe.Sizeof(sa))
+		if err = getsockopt(fd, unix.SOL_IP, soOriginalDst, unsafe.Pointer(&sa), &l); err == nil {
+			ap = netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), netPort(&sa.Port))
+		}
+	}
+	switch {
+	case errors.Is(err, unix.ENOENT):
+		return netip.AddrPort{}, fmt.Errorf("%w: %w", ErrNotRedirected, err)
+	case err != nil:
+		return netip.AddrPort{}, fmt.Errorf("getsockopt SO_ORIGINAL_DST: %w", err)
 	}
 	return ap, nil
 }

@@ -9,16 +9,18 @@ import (
 	"runtime"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/netshape/netshape/nftctl"
 )
 
 // loop is the goloop contender: the leanest transparent relay Go can be, to
-// show what the goroutine-per-connection design costs. It has no
-// goroutine per connection and goes through no runtime poller: each of
-// -threads event loops (one locked OS thread each) owns a SO_REUSEPORT
-// listener and an edge-triggered epoll set, accepts, reads SO_ORIGINAL_DST,
-// dials with SO_MARK (non-blocking connect) and copies with read(2)/write(2)
-// through one scratch buffer per loop, keeping only bytes a peer would not
-// take yet. It is HAProxy's design in Go, with nothing a firewall needs
+// show what the goroutine-per-connection design costs. It has no goroutine
+// per connection and goes through no runtime poller: each of -threads event
+// loops (one locked OS thread each) owns a SO_REUSEPORT listener and an
+// edge-triggered epoll set, accepts, reads SO_ORIGINAL_DST
+// (nftctl.OriginalDstFD, as netshape does), dials with SO_MARK (non-blocking
+// connect) and copies with read(2)/write(2) through one scratch buffer per
+// loop, keeping only bytes a peer would not take yet. It is HAProxy's design in Go, with nothing a firewall needs
 // (no identification, decision, records or shaping). Not a target: a
 // reference for what an event loop would buy.
 func loop(args []string) error {
@@ -128,13 +130,12 @@ func (el *eventLoop) accept() {
 		if err != nil {
 			return // EAGAIN, or EMFILE and the like: the next event tries again
 		}
-		mreq, err := unix.GetsockoptIPv6Mreq(cfd, unix.SOL_IP, 80) // SO_ORIGINAL_DST: a sockaddr_in
+		od, err := nftctl.OriginalDstFD(cfd, false)
 		if err != nil {
 			unix.Close(cfd)
 			continue
 		}
-		dst := &unix.SockaddrInet4{Port: int(mreq.Multiaddr[2])<<8 | int(mreq.Multiaddr[3])}
-		copy(dst.Addr[:], mreq.Multiaddr[4:8])
+		dst := &unix.SockaddrInet4{Addr: od.Addr().As4(), Port: int(od.Port())}
 		ufd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
 			unix.Close(cfd)
