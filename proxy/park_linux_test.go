@@ -29,30 +29,6 @@ func waitParked(t *testing.T, p *Proxy, n int) {
 	}
 }
 
-func echoServer(c *net.TCPConn) {
-	b := make([]byte, 64)
-	for {
-		n, err := c.Read(b)
-		if err != nil {
-			c.CloseWrite()
-			return
-		}
-		c.Write(b[:n])
-	}
-}
-
-func echo(t *testing.T, c *net.TCPConn, msg string) {
-	t.Helper()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := c.Write([]byte(msg)); err != nil {
-		t.Fatal(err)
-	}
-	b := make([]byte, len(msg))
-	if _, err := io.ReadFull(c, b); err != nil || string(b) != msg {
-		t.Fatalf("echo %q: got %q, %v", msg, b, err)
-	}
-}
-
 // Idle relayed connections park both directions (no goroutine each) and
 // carry on when bytes arrive, any number of times.
 func TestIdleDirectionsParkAndResume(t *testing.T) {

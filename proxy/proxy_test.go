@@ -560,15 +560,7 @@ func TestLargeFirstMessage(t *testing.T) {
 // there is room again.
 func TestMaxConns(t *testing.T) {
 	h := newHarnessWith(t, Hooks{}, func(c *Config) { c.MaxConns = 2 })
-	h.server(func(c *net.TCPConn) {
-		b := make([]byte, 1)
-		for {
-			if _, err := c.Read(b); err != nil {
-				return
-			}
-			c.Write(b)
-		}
-	})
+	h.server(echoServer)
 	roundTrip := func(c *net.TCPConn) error {
 		c.SetDeadline(time.Now().Add(5 * time.Second))
 		if _, err := c.Write([]byte{'x'}); err != nil {
@@ -597,5 +589,31 @@ func TestMaxConns(t *testing.T) {
 	}
 	if err := roundTrip(h.dial()); err != nil {
 		t.Fatalf("a connection after one ended: %v", err)
+	}
+}
+
+// echoServer writes back whatever it reads; at EOF it half-closes.
+func echoServer(c *net.TCPConn) {
+	b := make([]byte, 64)
+	for {
+		n, err := c.Read(b)
+		if err != nil {
+			c.CloseWrite()
+			return
+		}
+		c.Write(b[:n])
+	}
+}
+
+// echo sends msg through c and fails the test unless it comes back whole.
+func echo(t *testing.T, c *net.TCPConn, msg string) {
+	t.Helper()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, b); err != nil || string(b) != msg {
+		t.Fatalf("echo %q: got %q, %v", msg, b, err)
 	}
 }

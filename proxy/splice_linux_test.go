@@ -1,8 +1,6 @@
 package proxy
 
 import (
-	"io"
-	"net"
 	"testing"
 	"time"
 )
@@ -11,24 +9,11 @@ import (
 // splice pipe waits with it.
 func TestIdleRelayHoldsNoPipe(t *testing.T) {
 	h := newHarness(t, Hooks{})
-	h.server(func(c *net.TCPConn) {
-		b := make([]byte, 1)
-		for {
-			if _, err := c.Read(b); err != nil {
-				return
-			}
-			c.Write(b)
-		}
-	})
+	h.server(echoServer)
 	before := countFDs(t)
 	const n = 200
 	for i := 0; i < n; i++ {
-		c := h.dial()
-		c.SetDeadline(time.Now().Add(5 * time.Second))
-		c.Write([]byte{'x'})
-		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
-			t.Fatal(err)
-		}
+		echo(t, h.dial(), "x")
 	}
 	// Drained pipes kept for the next burst are the pool's, not a connection's.
 	// The last connections still linger for bytes, the first are parked:
