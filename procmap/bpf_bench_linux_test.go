@@ -27,22 +27,14 @@ func BenchmarkLookupBPF(b *testing.B) {
 		if ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 			return err
 		}
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				b.Cleanup(func() { c.Close() })
-			}
-		}()
+		holdConns(b, ln)
 		c, err = net.Dial("tcp", ln.Addr().String())
 		return err
 	})
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { c.Close(); ln.Close(); mBPF.Close(); mDiag.Close() })
+	b.Cleanup(func() { c.Close(); mBPF.Close(); mDiag.Close() })
 	if name, err := mBPF.Backend(); name != "bpf" {
 		b.Fatalf("Backend() = %q, %v", name, err)
 	}

@@ -39,16 +39,7 @@ func newBPFEnv(t *testing.T) *bpfEnv {
 		if err := nstest.Do(ns, func() (err error) { ln, err = net.Listen("tcp", addr); return err }); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { ln.Close() })
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				t.Cleanup(func() { c.Close() })
-			}
-		}()
+		holdConns(t, ln)
 		return ln
 	}
 	e.ln4 = listenIn(p.Srv, nstest.SrvV4.String()+":0")

@@ -34,6 +34,13 @@ func listen(t testing.TB, addr string) net.Listener {
 	if err != nil {
 		t.Skipf("cannot listen on %s: %v", addr, err)
 	}
+	holdConns(t, ln)
+	return ln
+}
+
+// holdConns accepts connections on ln and holds them, and ln, open until the
+// test ends.
+func holdConns(t testing.TB, ln net.Listener) {
 	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
@@ -44,7 +51,6 @@ func listen(t testing.TB, addr string) net.Listener {
 			t.Cleanup(func() { c.Close() })
 		}
 	}()
-	return ln
 }
 
 func addrPort(a net.Addr) netip.AddrPort { return a.(*net.TCPAddr).AddrPort() }
