@@ -262,19 +262,17 @@ func helperSend() error {
 	if err != nil {
 		return err
 	}
-	buf := make([]byte, 64<<10)
-	for left := tcpBytes; left > 0; left -= len(buf) {
-		if _, err := c.Write(buf[:min(left, len(buf))]); err != nil {
-			return err
-		}
+	if err := writeZeros(c, tcpBytes); err != nil {
+		return err
 	}
 	c.Close()
+	buf := make([]byte, 1000)
 	u, err := net.Dial("udp", net.JoinHostPort(dst, strconv.Itoa(udpSnk)))
 	if err != nil {
 		return err
 	}
 	for i := range udpPkts {
-		if _, err := u.Write(buf[:1000]); err != nil {
+		if _, err := u.Write(buf); err != nil {
 			return err
 		}
 		if i%100 == 99 {
@@ -617,4 +615,15 @@ func discardConns(l net.Listener) {
 		}
 		go func() { _, _ = io.Copy(io.Discard, c); c.Close() }()
 	}
+}
+
+// writeZeros writes n zero bytes to w, 64 KiB at a time.
+func writeZeros(w io.Writer, n int) error {
+	buf := make([]byte, 64<<10)
+	for left := n; left > 0; left -= len(buf) {
+		if _, err := w.Write(buf[:min(left, len(buf))]); err != nil {
+			return err
+		}
+	}
+	return nil
 }

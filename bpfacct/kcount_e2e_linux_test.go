@@ -58,7 +58,6 @@ func helperMixSink() error {
 			return err
 		}
 		go func() {
-			buf := make([]byte, 64<<10)
 			for {
 				c, err := ol.Accept()
 				if err != nil {
@@ -66,11 +65,7 @@ func helperMixSink() error {
 				}
 				go func() {
 					defer c.Close()
-					for left := n; left > 0; left -= len(buf) {
-						if _, err := c.Write(buf[:min(left, len(buf))]); err != nil {
-							return
-						}
-					}
+					writeZeros(c, n)
 				}()
 			}
 		}()
@@ -98,16 +93,14 @@ func helperMixSink() error {
 // exchanges 200 UDP echoes of 1000 bytes, with hostB and with hostB6.
 func helperMix() error {
 	n := mixBytes()
-	buf := make([]byte, 64<<10)
+	buf := make([]byte, 1000) // one UDP echo
 	for _, h := range []string{hostB, hostB6} {
 		c, err := net.Dial("tcp", net.JoinHostPort(h, strconv.Itoa(mixSink)))
 		if err != nil {
 			return err
 		}
-		for left := n; left > 0; left -= len(buf) {
-			if _, err := c.Write(buf[:min(left, len(buf))]); err != nil {
-				return err
-			}
+		if err := writeZeros(c, n); err != nil {
+			return err
 		}
 		c.Close()
 		d, err := net.Dial("tcp", net.JoinHostPort(h, strconv.Itoa(mixSrc)))
@@ -124,7 +117,7 @@ func helperMix() error {
 			return err
 		}
 		for i := range 200 {
-			if _, err := u.Write(buf[:1000]); err != nil {
+			if _, err := u.Write(buf); err != nil {
 				return err
 			}
 			_ = u.SetReadDeadline(time.Now().Add(2 * time.Second))
