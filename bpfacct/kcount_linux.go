@@ -468,28 +468,24 @@ func counterProgram(link LinkType, passDNS bool, totalsFD, remotesFD, genFD int)
 			easm.JEq.Imm(class, ipProtoFrag, frag),
 			easm.Ja.Label(classify),
 		)
-		e := load(off, 0, 2, other)
-		e[0] = e[0].WithSymbol(ext)
-		is = append(is, e...)
-		is = append(is,
-			easm.LoadMem(class, easm.RFP, buf, easm.Byte),
-			easm.LoadMem(easm.R1, easm.RFP, buf+1, easm.Byte),
-			easm.Add.Imm(easm.R1, 1),
-			easm.LSh.Imm(easm.R1, 3),
-			easm.Add.Reg(off, easm.R1),
-			easm.Ja.Label(next),
-		)
-		a := load(off, 0, 2, other)
-		a[0] = a[0].WithSymbol(ah)
-		is = append(is, a...)
-		is = append(is,
-			easm.LoadMem(class, easm.RFP, buf, easm.Byte),
-			easm.LoadMem(easm.R1, easm.RFP, buf+1, easm.Byte),
-			easm.Add.Imm(easm.R1, 2),
-			easm.LSh.Imm(easm.R1, 2),
-			easm.Add.Reg(off, easm.R1),
-			easm.Ja.Label(next),
-		)
+		// Hop-by-hop, routing and destination options count their length
+		// in 8-octet units past the first 8; AH in 4-octet units past the
+		// first 8 (RFC 8200 4.3, RFC 4302 2.2).
+		skip := func(sym string, add, shift int32) {
+			h := load(off, 0, 2, other)
+			h[0] = h[0].WithSymbol(sym)
+			is = append(is, h...)
+			is = append(is,
+				easm.LoadMem(class, easm.RFP, buf, easm.Byte),
+				easm.LoadMem(easm.R1, easm.RFP, buf+1, easm.Byte),
+				easm.Add.Imm(easm.R1, add),
+				easm.LSh.Imm(easm.R1, shift),
+				easm.Add.Reg(off, easm.R1),
+				easm.Ja.Label(next),
+			)
+		}
+		skip(ext, 1, 3)
+		skip(ah, 2, 2)
 		f := load(off, 0, 8, other)
 		f[0] = f[0].WithSymbol(frag)
 		is = append(is, f...)
