@@ -623,8 +623,11 @@ backend server
 	switch c.name {
 	case cNetshape, cNetshapeR:
 		var st control.Status
-		if err := control.NewClient(c.socket).Get(context.Background(), "/v1/status", &st); err != nil || st.Total == 0 {
-			return fmt.Errorf("%s saw no flow after the probe (status %+v, err %v)", c.name, st, err)
+		if err := control.NewClient(c.socket).Get(context.Background(), "/v1/status", &st); err != nil {
+			return fmt.Errorf("%s status after the probe: %w", c.name, err)
+		}
+		if st.Total == 0 {
+			return fmt.Errorf("%s saw no flow after the probe (status %+v)", c.name, st)
 		}
 		if c.name == cNetshapeR {
 			if err := r.checkNetshapeR(c); err != nil {
@@ -633,8 +636,11 @@ backend server
 		}
 	case cHAProxyT, cGoBare, cGoLoop:
 		out, err := cmdIn(c.ns, "nft", "list", "table", "ip", "nsbench").CombinedOutput()
-		if err != nil || regexp.MustCompile(`counter packets [1-9]`).Find(out) == nil {
-			return fmt.Errorf("the %s redirect rule matched nothing: %v\n%s", c.name, err, out)
+		if err != nil {
+			return fmt.Errorf("list the %s redirect: %w\n%s", c.name, err, out)
+		}
+		if regexp.MustCompile(`counter packets [1-9]`).Find(out) == nil {
+			return fmt.Errorf("the %s redirect rule matched nothing:\n%s", c.name, out)
 		}
 	}
 	r.logf("%s up in %s (relay pid %d), clients dial %s", c.name, c.ns, c.pid(), c.target)
