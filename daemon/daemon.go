@@ -220,17 +220,14 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if fl.warning != "" {
 		d.warn(fl.warning)
 	}
-	d.usage.last = map[uint64][2]int64{}
 	d.runs.m = map[int64]control.Run{}
 	d.runs.flows = map[int64]map[uint64]bool{}
-	d.usage.unsent = map[usageKey][2]int64{}
-	d.usage.proxied = map[string][2]int64{}
-	d.usage.capLast = map[string]map[string][2]int64{}
 	dbPath := filepath.Join(cfg.StateDir, "netshape.db")
 	if d.store, err = store.Open(dbPath); err != nil {
 		return fmt.Errorf("open database %s: %w (check --state-dir)", dbPath, err)
 	}
 	defer d.store.Close()
+	d.usage = newUsage(d.store)
 	d.newNameMaps()
 	defer d.procs.Close()
 	defer d.names.Close()

@@ -13,14 +13,46 @@ import (
 // usage turns the proxy's per-flow byte counters into per-minute usage rows
 // (app, host, interface) and stores closed flows, in one batch per tick.
 type usage struct {
+	// flushMu serialises flushes: a report that flushes before it reads the
+	// store (netshape usage) waits for a flush under way to be written.
+	flushMu sync.Mutex
+	// sink is where flushes write: the store (a test's fake in tests).
+	sink usageSink
+	// unstored are flow records a failed write left, their bytes already
+	// counted. Guarded by flushMu.
+	unstored []flow.Flow
+
+	// mu guards the counters below. It is never held across a write to the
+	// sink, so the end of a flow (flowClosed) and interface reports do not
+	// wait for SQLite.
 	mu     sync.Mutex
 	last   map[uint64][2]int64 // flow id -> bytes in/out already counted
-	closed []flow.Flow         // closed flows not yet stored
+	closed []flow.Flow         // flows closed since the last flush
 	unsent map[usageKey][2]int64
 	// proxied counts, per interface, every byte the proxy relayed; capLast,
 	// per interface and protocol, the unattributed bytes already written.
 	proxied map[string][2]int64
 	capLast map[string]map[string][2]int64
+}
+
+// usageSink is what flushUsage writes to; *store.Store is one.
+type usageSink interface {
+	AddUsage(rows []store.UsageRow) error
+	AddFlows(fs []flow.Flow) error
+}
+
+// maxUnstoredFlows bounds the closed flows kept in memory while the store
+// fails: the oldest go first.
+const maxUnstoredFlows = 10000
+
+func newUsage(sink usageSink) usage {
+	return usage{
+		sink:    sink,
+		last:    map[uint64][2]int64{},
+		unsent:  map[usageKey][2]int64{},
+		proxied: map[string][2]int64{},
+		capLast: map[string]map[string][2]int64{},
+	}
 }
 
 // unattributedApp names usage rows for bytes the capture saw that no proxied
@@ -43,19 +75,27 @@ func (d *Daemon) flowClosed(f *flow.Flow) {
 	}
 }
 
-// flushUsage writes what flowed since the last call.
+// flushUsage writes what flowed since the last call. It takes the counts
+// and closed flows under the lock and writes them after releasing it; a
+// failed write puts them back for the next flush (a full disk loses nothing
+// while memory lasts, and at most maxUnstoredFlows flow records).
 func (d *Daemon) flushUsage(now time.Time) {
+	d.usage.flushMu.Lock()
+	defer d.usage.flushMu.Unlock()
 	live := d.proxy.Flows(false)
-	d.usage.mu.Lock()
-	closed := d.usage.closed
-	sums := d.usage.unsent
+	u := &d.usage
+	u.mu.Lock()
+	closed := u.closed
+	u.closed = nil
+	sums := u.unsent
+	u.unsent = make(map[usageKey][2]int64, len(sums))
 	add := func(f *flow.Flow, final bool) {
-		prev := d.usage.last[f.ID]
+		prev := u.last[f.ID]
 		din, dout := f.BytesIn-prev[0], f.BytesOut-prev[1]
 		if final {
-			delete(d.usage.last, f.ID)
+			delete(u.last, f.ID)
 		} else {
-			d.usage.last[f.ID] = [2]int64{f.BytesIn, f.BytesOut}
+			u.last[f.ID] = [2]int64{f.BytesIn, f.BytesOut}
 		}
 		if din == 0 && dout == 0 {
 			return
@@ -64,8 +104,8 @@ func (d *Daemon) flushUsage(now time.Time) {
 		s := sums[k]
 		sums[k] = [2]int64{s[0] + din, s[1] + dout}
 		if f.Iface != "" {
-			p := d.usage.proxied[f.Iface]
-			d.usage.proxied[f.Iface] = [2]int64{p[0] + din, p[1] + dout}
+			p := u.proxied[f.Iface]
+			u.proxied[f.Iface] = [2]int64{p[0] + din, p[1] + dout}
 		}
 	}
 	for i := range live {
@@ -75,29 +115,38 @@ func (d *Daemon) flushUsage(now time.Time) {
 		add(&closed[i], true)
 	}
 	d.addUnattributed(sums)
-	rows := make([]store.UsageRow, 0, len(sums))
-	for k, s := range sums {
-		rows = append(rows, store.UsageRow{Minute: now, App: k.app, Host: k.host, Iface: k.iface,
-			Category: d.pol.Category(k.host), BytesIn: s[0], BytesOut: s[1]})
-	}
-	// The store is written under the lock so a failed write keeps its counts
-	// for the next flush (a full disk loses nothing while memory lasts).
-	defer d.usage.mu.Unlock()
-	if len(rows) > 0 {
-		if err := d.store.AddUsage(rows); err != nil {
+	u.mu.Unlock()
+
+	if len(sums) > 0 {
+		rows := make([]store.UsageRow, 0, len(sums))
+		for k, s := range sums {
+			rows = append(rows, store.UsageRow{Minute: now, App: k.app, Host: k.host, Iface: k.iface,
+				Category: d.pol.Category(k.host), BytesIn: s[0], BytesOut: s[1]})
+		}
+		if err := u.sink.AddUsage(rows); err != nil {
 			d.warnOnce("store usage: " + err.Error() + " (kept in memory; retrying)")
-		} else {
-			clear(sums)
+			u.mu.Lock()
+			for k, s := range sums {
+				t := u.unsent[k]
+				u.unsent[k] = [2]int64{t[0] + s[0], t[1] + s[1]}
+			}
+			u.mu.Unlock()
 		}
 	}
-	if len(closed) > 0 {
-		if err := d.store.AddFlows(closed); err != nil {
+	// Records a failed write left go first: they closed earlier. Their
+	// bytes were counted when they closed, so they are not counted again.
+	records := closed
+	if len(u.unstored) > 0 {
+		records = append(u.unstored, closed...)
+		u.unstored = nil
+	}
+	if len(records) > 0 {
+		if err := u.sink.AddFlows(records); err != nil {
 			d.warnOnce("store closed flows: " + err.Error())
-			if len(closed) > 10000 { // bound memory: the oldest go
-				d.usage.closed = closed[len(closed)-10000:]
+			if n := len(records); n > maxUnstoredFlows {
+				records = records[n-maxUnstoredFlows:]
 			}
-		} else {
-			d.usage.closed = d.usage.closed[:0]
+			u.unstored = records
 		}
 	}
 }
