@@ -88,7 +88,7 @@ func (d *Daemon) newNameMaps() {
 	// The BPF connect recorder makes a lookup ~3 µs instead of a sock_diag
 	// query and a /proc scan (tens of µs to ms) on every connection's setup
 	// path; where the kernel or permissions refuse it, sock_diag answers.
-	d.procs = procmap.New(procmap.Options{Logger: d.log.With("part", "procmap"), BPF: true})
+	d.procs = procmap.New(procmap.Options{Logger: d.log.With("part", "procmap"), BPF: true, BPFIgnoreSelf: true})
 	if name, err := d.procs.Backend(); err != nil {
 		d.log.Info("process lookup without its BPF fast path (slower per connection)", "backend", name, "reason", err)
 	} else {

@@ -58,7 +58,8 @@ type bpfTracker struct {
 
 // openBPFTracker loads and attaches the recorder. procRoot must be the real
 // /proc: the recorded pids are those of the initial pid namespace.
-func openBPFTracker(procRoot string) (_ *bpfTracker, err error) {
+// With ignoreSelf, the recorder skips this process's own connects.
+func openBPFTracker(procRoot string, ignoreSelf bool) (_ *bpfTracker, err error) {
 	if procRoot != "/proc" {
 		return nil, fmt.Errorf("procfs root is %s, not /proc: recorded pids would not match it", procRoot)
 	}
@@ -74,6 +75,10 @@ func openBPFTracker(procRoot string) (_ *bpfTracker, err error) {
 		return nil, err
 	}
 
+	self := 0 // no tgid is 0
+	if ignoreSelf {
+		self = os.Getpid() // a pid of the initial namespace, checked above
+	}
 	t := &bpfTracker{}
 	defer func() {
 		if err != nil {
@@ -113,7 +118,7 @@ func openBPFTracker(procRoot string) (_ *bpfTracker, err error) {
 		Name:         "netshape_connect",
 		Type:         ebpf.SockOps,
 		AttachType:   ebpf.AttachCGroupSockOps,
-		Instructions: connectRecorder(t.conns.FD(), t.execs.FD(), cookie),
+		Instructions: connectRecorder(t.conns.FD(), t.execs.FD(), cookie, self),
 		License:      "Dual MIT/GPL",
 	})
 	if err != nil {
@@ -206,13 +211,16 @@ func openCgroup2Root() (*os.File, error) {
 //	else if (family == AF_INET6)
 //	        key.family = AF_INET6, key.laddr = local_ip6, key.raddr = remote_ip6;
 //	else return 1;
-//	tgid = pid_tgid >> 32; exec = bpf_map_lookup_elem(&execs, &tgid);
+//	tgid = pid_tgid >> 32; if (tgid == SELF) return 1;
+//	exec = bpf_map_lookup_elem(&execs, &tgid);
 //	val = {tgid, (u32)uid_gid, ktime_get_boot_ns(), exec ? *exec : 0, cgroup_id};
 //	bpf_map_update_elem(&conns, &key, &val, BPF_ANY);
 //	return 1;
 //
+// SELF is self, the tgid whose connects are not recorded (0: none).
+//
 // It always returns 1: it only observes and never changes a connection.
-func connectRecorder(mapFD, execsFD int, netnsCookie uint64) asm.Instructions {
+func connectRecorder(mapFD, execsFD int, netnsCookie uint64, self int) asm.Instructions {
 	const (
 		key  = -bpfKeySize        // fp offset of the key
 		val  = key - bpfValueSize // fp offset of the value
@@ -276,6 +284,7 @@ func connectRecorder(mapFD, execsFD int, netnsCookie uint64) asm.Instructions {
 
 		asm.FnGetCurrentPidTgid.Call().WithSymbol(put),
 		asm.RSh.Imm(asm.R0, 32),
+		asm.JEq.Imm(asm.R0, int32(self), out),
 		asm.StoreMem(asm.RFP, val, asm.R0, asm.Word),
 		asm.StoreMem(asm.RFP, tgid, asm.R0, asm.Word),
 		asm.Mov.Imm(asm.R3, 0),

@@ -254,6 +254,35 @@ func TestBPFOtherNamespacesNotRecorded(t *testing.T) {
 	}
 }
 
+// With BPFIgnoreSelf the recorder skips this process's own connects (a
+// proxy's upstream sockets, never looked up) and records the others'.
+// Without it the own connect is recorded: TestBPFOtherNamespacesNotRecorded.
+func TestBPFIgnoreSelf(t *testing.T) {
+	e := newBPFEnv(t)
+	var m *Map
+	if err := nstest.Do(e.pair.Cli, func() error { m = New(Options{BPF: true, BPFIgnoreSelf: true}); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	if name, err := m.Backend(); name != "bpf" || err != nil {
+		t.Fatalf("Backend() = %q, %v; want bpf", name, err)
+	}
+	var c net.Conn
+	if err := nstest.Do(e.pair.Cli, func() (err error) { c, err = net.Dial("tcp", e.ln4.Addr().String()); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if rec, ok, err := m.sys.(*linuxBackend).bpf.take(addrPort(c.LocalAddr()), addrPort(c.RemoteAddr())); ok || err != nil {
+		t.Errorf("own connect recorded: %+v, %v", rec, err)
+	}
+	cmd, local := startChildIn(t, e.pair.Cli, "hold", e.ln4.Addr())
+	p, err := e.lookup(t, m, local, addrPort(e.ln4.Addr()))
+	wantChild(t, p, err, cmd)
+	if st := m.Stats(); st != (Stats{BPFHits: 1}) {
+		t.Errorf("stats = %+v, want the child's connect found by BPF", st)
+	}
+}
+
 // Close detaches the program; so does the death of the process holding it.
 func TestBPFDetach(t *testing.T) {
 	e := newBPFEnv(t)

@@ -51,6 +51,10 @@ type Options struct {
 	// when absent) and the initial pid namespace; when refused, New still
 	// succeeds and [Map.Backend] says why. Ignored on other systems.
 	BPF bool
+	// BPFIgnoreSelf leaves this process's own connects unrecorded: a proxy's
+	// upstream sockets, which are never looked up and would only churn the
+	// recorder's map (one record per relayed connection).
+	BPFIgnoreSelf bool
 }
 
 func (o *Options) defaults() {

@@ -28,7 +28,7 @@ type linuxBackend struct {
 func newBackend(o Options) backend {
 	b := &linuxBackend{fs: newProcFS(o.ProcRoot, o.MaxProcs, o.MaxSockets), diag: newDiagConn(4), log: o.Logger}
 	if o.BPF {
-		t, err := openBPFTracker(o.ProcRoot)
+		t, err := openBPFTracker(o.ProcRoot, o.BPFIgnoreSelf)
 		if err != nil {
 			b.bpfErr = fmt.Errorf("%w: %w", ErrBPFUnavailable, err)
 			o.Logger.Debug("procmap: BPF fast path unavailable", "err", err)
