@@ -19,6 +19,11 @@
 // also goloop (`nsbench loop`, an epoll event-loop Go relay, to show what that
 // design buys). On request (-contenders): haproxy and socat as plain relays.
 //
+// `nsbench compare OLD.json NEW.json` lines two runs up metric by metric
+// (ratios to direct, added latency, the relay's CPU and memory) and fails
+// when netshape got worse by more than -tolerance and beyond the spread the
+// old run saw between its own repetitions.
+//
 // The other subcommands are the load generators, the server and the bare
 // relays it runs inside the namespaces: serve, tput, lat, latmix, rate, idle,
 // probe, bare, loop.
