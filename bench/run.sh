@@ -40,11 +40,24 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 args=""
+kind=full
 for a in "$@"; do
 	case "$a" in
-	--quick) args="$args -quick" ;;
+	--quick) args="$args -quick"; kind=quick ;;
 	*) args="$args $a" ;;
 	esac
 done
+# The last run of the same kind (quick or full), to compare this one with.
+runs() {
+	if [ "$kind" = quick ]; then ls bench/out/bench-*-quick.json 2>/dev/null
+	else ls bench/out/bench-*.json 2>/dev/null | grep -v -- '-quick\.json$'; fi
+}
+prev=$(runs | tail -1)
 # shellcheck disable=SC2086
 bin/nsbench run -id "$id" -netshape bin/netshape -out bench/out $args
+new=$(runs | tail -1)
+if [ -n "$prev" ] && [ "$new" != "$prev" ]; then
+	echo
+	echo "Compared with the previous $kind run ($prev; nsbench compare, noise included):"
+	bin/nsbench compare "$prev" "$new" || echo "(netshape looks worse than in $prev: repeat the run before believing it)"
+fi

@@ -39,16 +39,23 @@ type cmpRow struct {
 	Contender, Metric string
 	Old, New          Spread
 	Change            float64 // (new - old) / old, signed so that > 0 is worse
-	Worse, Better     bool
+	// Net is Change less the reference contender's change of the same
+	// metric (what the machine itself did between the runs); Change when
+	// there is no reference.
+	Net           float64
+	Worse, Better bool
 }
 
 // compareResults lines up the metrics of the contenders both runs have. A
-// metric is worse (or better) when its median moved the wrong (right) way by
-// more than tol of the old median and out of the old run's min–max spread:
-// a move inside the spread the old run saw between its own repetitions is
-// noise by that run's own measure.
-func compareResults(old, cur *Results, tol float64) []cmpRow {
+// metric is worse (or better) when its median moved the wrong (right) way
+// out of the old run's min–max spread (a move inside the spread the old run
+// saw between its own repetitions is noise by that run's own measure) and
+// by more than tol of the old median beyond what the reference contender's
+// same metric moved (ref, e.g. gobare: a relay that did not change, so its
+// move is the machine's; "" for none).
+func compareResults(old, cur *Results, tol float64, ref string) []cmpRow {
 	var rows []cmpRow
+	refChange := map[string]float64{}
 	for _, c := range cur.Contenders {
 		if !slices.Contains(old.Contenders, c) {
 			continue
@@ -71,23 +78,35 @@ func compareResults(old, cur *Results, tol float64) []cmpRow {
 			if m.higher {
 				ch = -ch
 			}
-			outside := n.Median < o.Min || n.Median > o.Max
-			rows = append(rows, cmpRow{Contender: c, Metric: m.name, Old: o, New: n, Change: ch,
-				Worse: ch > tol && outside, Better: ch < -tol && outside})
+			rows = append(rows, cmpRow{Contender: c, Metric: m.name, Old: o, New: n, Change: ch})
+			if c == ref {
+				refChange[m.name] = ch
+			}
 		}
+	}
+	for i := range rows {
+		r := &rows[i]
+		r.Net = r.Change
+		if rc, ok := refChange[r.Metric]; ok && r.Contender != ref {
+			r.Net -= rc
+		}
+		outside := r.New.Median < r.Old.Min || r.New.Median > r.Old.Max
+		r.Worse = r.Change > 0 && r.Net > tol && outside
+		r.Better = r.Change < 0 && r.Net < -tol && outside
 	}
 	return rows
 }
 
-// compare is `nsbench compare [-tolerance F] [-fail C,...] OLD.json NEW.json`:
+// compare is `nsbench compare [-tolerance F] [-ref C] [-fail C,...] OLD.json NEW.json`:
 // it prints every metric of both runs side by side and fails when one of
 // the -fail contenders got worse.
 func compare(args []string) error {
 	fs := flag.NewFlagSet("compare", flag.ExitOnError)
 	tol := fs.Float64("tolerance", 0.10, "a change smaller than this fraction of the old median is never flagged")
+	ref := fs.String("ref", cGoBare, "reference contender: its change of a metric is taken as the machine's and subtracted (\"\" for none)")
 	failOn := fs.String("fail", cNetshape+","+cNetshapeR, "comma-separated contenders whose regressions fail the command (the others are reported)")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: nsbench compare [-tolerance F] [-fail C,...] OLD.json NEW.json")
+		fmt.Fprintln(fs.Output(), "usage: nsbench compare [-tolerance F] [-ref C] [-fail C,...] OLD.json NEW.json")
 		fs.PrintDefaults()
 	}
 	fs.Parse(args)
@@ -106,11 +125,11 @@ func compare(args []string) error {
 	if err != nil {
 		return err
 	}
-	rows := compareResults(old, cur, *tol)
+	rows := compareResults(old, cur, *tol, *ref)
 	if len(rows) == 0 {
 		return fmt.Errorf("%s and %s have no contender and metric in common", fs.Arg(0), fs.Arg(1))
 	}
-	printComparison(os.Stdout, rows, *tol)
+	printComparison(os.Stdout, rows, *tol, *ref)
 	printTargets(os.Stdout, old.Targets, cur.Targets)
 	var bad []string
 	for _, r := range rows {
@@ -139,8 +158,8 @@ func readResults(path string) (*Results, error) {
 	return &r, nil
 }
 
-func printComparison(w io.Writer, rows []cmpRow, tol float64) {
-	fmt.Fprintf(w, "%-10s %-21s %-24s %-24s %8s\n", "contender", "metric", "old median [min–max]", "new median [min–max]", "change")
+func printComparison(w io.Writer, rows []cmpRow, tol float64, ref string) {
+	fmt.Fprintf(w, "%-10s %-21s %-24s %-24s %8s %8s\n", "contender", "metric", "old median [min–max]", "new median [min–max]", "change", "net")
 	for _, r := range rows {
 		mark := ""
 		switch {
@@ -149,9 +168,10 @@ func printComparison(w io.Writer, rows []cmpRow, tol float64) {
 		case r.Better:
 			mark = "  better"
 		}
-		fmt.Fprintf(w, "%-10s %-21s %-24s %-24s %+7.0f%%%s\n", r.Contender, r.Metric, f2(r.Old, "%.3g"), f2(r.New, "%.3g"), 100*r.Change, mark)
+		fmt.Fprintf(w, "%-10s %-21s %-24s %-24s %+7.0f%% %+7.0f%%%s\n", r.Contender, r.Metric, f2(r.Old, "%.3g"), f2(r.New, "%.3g"), 100*r.Change, 100*r.Net, mark)
 	}
-	fmt.Fprintf(w, "change: + is worse (slower, more CPU or memory); flagged when over %.0f%% and outside the old run's spread\n", 100*tol)
+	fmt.Fprintf(w, "change: + is worse (slower, more CPU or memory); net: less %s's change, the machine's own drift\n", ref)
+	fmt.Fprintf(w, "flagged when the net change is over %.0f%% and the median left the old run's spread\n", 100*tol)
 }
 
 // printTargets lines up the issue's targets of both runs. They are ratios to

@@ -43,7 +43,7 @@ func TestCompareResults(t *testing.T) {
 		sp(200, 195, 210),    // 20% less CPU, below the old spread: better
 		sp(0.61, 0.58, 0.66), // gobare 11% faster, above its spread: better
 	)
-	rows := compareResults(old, cur, 0.10)
+	rows := compareResults(old, cur, 0.10, "")
 	if r := find(rows, cNetshape, "tput1_x"); !r.Worse || r.Better || r.Change < 0.27 || r.Change > 0.28 {
 		t.Errorf("netshape tput1_x: %+v, want worse by 27%%", r)
 	}
@@ -60,10 +60,26 @@ func TestCompareResults(t *testing.T) {
 		t.Errorf("direct's absolute speed was compared: %+v (machine drift, not a regression)", r)
 	}
 	// A tolerance above every change flags nothing.
-	for _, r := range compareResults(old, cur, 0.5) {
+	for _, r := range compareResults(old, cur, 0.5, "") {
 		if r.Worse || r.Better {
 			t.Errorf("tolerance 0.5 flagged %+v", r)
 		}
+	}
+}
+
+// A move the reference contender made too is the machine's, not netshape's.
+func TestCompareSubtractsTheReference(t *testing.T) {
+	old := benchRun(sp(0.59, 0.53, 0.60), sp(300, 280, 340), sp(250, 240, 260), sp(0.63, 0.56, 0.67))
+	cur := benchRun(sp(0.50, 0.47, 0.54), sp(300, 280, 340), sp(250, 240, 260), sp(0.52, 0.51, 0.56))
+	if r := find(compareResults(old, cur, 0.10, ""), cNetshape, "tput1_x"); !r.Worse {
+		t.Errorf("without a reference: %+v, want worse", r)
+	}
+	r := find(compareResults(old, cur, 0.10, cGoBare), cNetshape, "tput1_x")
+	if r.Worse || r.Net > 0.05 || r.Net < -0.05 {
+		t.Errorf("gobare slowed as much: %+v, want a net change near 0 and not worse", r)
+	}
+	if g := find(compareResults(old, cur, 0.10, cGoBare), cGoBare, "tput1_x"); g.Net != g.Change || !g.Worse {
+		t.Errorf("the reference itself: %+v, want its raw change, worse", g)
 	}
 }
 
