@@ -55,6 +55,11 @@ func benchServer(b *testing.B) netip.AddrPort {
 
 // benchProxy is a proxy on loopback whose original destination is always target.
 func benchProxy(b *testing.B, target netip.AddrPort) netip.AddrPort {
+	return benchProxyWith(b, target, nil)
+}
+
+// benchProxyWith is benchProxy with edit applied to the proxy before it listens.
+func benchProxyWith(b *testing.B, target netip.AddrPort, edit func(*Proxy)) netip.AddrPort {
 	b.Helper()
 	p, err := New(Config{
 		Listen:      []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:0")},
@@ -62,6 +67,9 @@ func benchProxy(b *testing.B, target netip.AddrPort) netip.AddrPort {
 	})
 	if err != nil {
 		b.Fatal(err)
+	}
+	if edit != nil {
+		edit(p)
 	}
 	if err := p.Listen(); err != nil {
 		b.Fatal(err)

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"net"
 	"net/netip"
 	"syscall"
 	"testing"
@@ -59,21 +58,7 @@ func BenchmarkRelayCPU(b *testing.B) {
 // cpuBenchProxy is benchProxy with new pipes of the given size (0: the
 // kernel's default).
 func cpuBenchProxy(b *testing.B, target netip.AddrPort, pipeSize int) netip.AddrPort {
-	b.Helper()
-	p, err := New(Config{
-		Listen:      []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:0")},
-		OriginalDst: func(*net.TCPConn) (netip.AddrPort, error) { return target, nil },
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	p.pipes.size = pipeSize
-	if err := p.Listen(); err != nil {
-		b.Fatal(err)
-	}
-	go p.Serve()
-	b.Cleanup(func() { p.Close() })
-	return p.Addrs()[0]
+	return benchProxyWith(b, target, func(p *Proxy) { p.pipes.size = pipeSize })
 }
 
 // processCPU is this process's user + system CPU time so far.
