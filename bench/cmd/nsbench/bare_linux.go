@@ -17,6 +17,16 @@ import (
 	"github.com/netshape/netshape/nftctl"
 )
 
+// relayFlags are the flags of the bench's own relays (bare, loop): where the
+// nft redirect sends connections and the SO_MARK it lets through, by default
+// what `nsbench run` sets up for them.
+func relayFlags(name string) (fs *flag.FlagSet, listen *string, mark *int) {
+	fs = flag.NewFlagSet(name, flag.ExitOnError)
+	listen = fs.String("listen", fmt.Sprintf("127.0.0.1:%d", relayPort), "listen `address` (the nft redirect's target)")
+	mark = fs.Int("mark", bareMark, "SO_MARK of upstream sockets (the redirect must return for it)")
+	return fs, listen, mark
+}
+
 // bare is the gobare contender: the issue's reference "bare Go prototype" of
 // a transparent relay, as plain as it can be. It accepts connections an nft
 // redirect sends it, reads SO_ORIGINAL_DST (nftctl.OriginalDst, as netshape does), dials that destination
@@ -25,9 +35,7 @@ import (
 // goroutine with io.CopyN in 1 MiB steps, which Go turns into splice(2).
 // At EOF it half-closes the other side; on an error it closes both.
 func bare(args []string) error {
-	fs := flag.NewFlagSet("bare", flag.ExitOnError)
-	addr := fs.String("listen", "127.0.0.1:9041", "listen `address` (the nft redirect's target)")
-	mark := fs.Int("mark", 0x5e8, "SO_MARK of upstream sockets (the redirect must return for it)")
+	fs, addr, mark := relayFlags("bare")
 	fs.Parse(args)
 	l, err := net.Listen("tcp4", *addr)
 	if err != nil {

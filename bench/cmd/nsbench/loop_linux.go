@@ -3,7 +3,6 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"net/netip"
 	"runtime"
@@ -24,9 +23,7 @@ import (
 // (no identification, decision, records or shaping). Not a target: a
 // reference for what an event loop would buy.
 func loop(args []string) error {
-	fs := flag.NewFlagSet("loop", flag.ExitOnError)
-	addr := fs.String("listen", "127.0.0.1:9041", "listen `address` (the nft redirect's target)")
-	mark := fs.Int("mark", 0x5e8, "SO_MARK of upstream sockets (the redirect must return for it)")
+	fs, addr, mark := relayFlags("loop")
 	threads := fs.Int("threads", runtime.GOMAXPROCS(0), "event loops, each on its own thread and listener")
 	fs.Parse(args)
 	ap, err := netip.ParseAddrPort(*addr)
