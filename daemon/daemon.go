@@ -227,7 +227,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		return fmt.Errorf("open database %s: %w (check --state-dir)", dbPath, err)
 	}
 	defer d.store.Close()
-	d.usage = newUsage(d.store)
+	d.usage.init(d.store)
 	d.newNameMaps()
 	defer d.procs.Close()
 	defer d.names.Close()

@@ -45,14 +45,13 @@ type usageSink interface {
 // fails: the oldest go first.
 const maxUnstoredFlows = 10000
 
-func newUsage(sink usageSink) usage {
-	return usage{
-		sink:    sink,
-		last:    map[uint64][2]int64{},
-		unsent:  map[usageKey][2]int64{},
-		proxied: map[string][2]int64{},
-		capLast: map[string]map[string][2]int64{},
-	}
+// init readies u to count and to write to sink. Call it before any use.
+func (u *usage) init(sink usageSink) {
+	u.sink = sink
+	u.last = map[uint64][2]int64{}
+	u.unsent = map[usageKey][2]int64{}
+	u.proxied = map[string][2]int64{}
+	u.capLast = map[string]map[string][2]int64{}
 }
 
 // unattributedApp names usage rows for bytes the capture saw that no proxied

@@ -78,7 +78,7 @@ func usageDaemon(t *testing.T, sink usageSink) *Daemon {
 	}
 	t.Cleanup(func() { p.Close() })
 	d := &Daemon{pol: policy.DefaultConfig(), log: slog.New(slog.NewTextHandler(io.Discard, nil)), proxy: p}
-	d.usage = newUsage(sink)
+	d.usage.init(sink)
 	return d
 }
 
