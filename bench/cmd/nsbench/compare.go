@@ -132,8 +132,9 @@ func compare(args []string) error {
 	printComparison(os.Stdout, rows, *tol, *ref)
 	printTargets(os.Stdout, old.Targets, cur.Targets)
 	var bad []string
+	fail := strings.Split(*failOn, ",")
 	for _, r := range rows {
-		if r.Worse && slices.Contains(strings.Split(*failOn, ","), r.Contender) {
+		if r.Worse && slices.Contains(fail, r.Contender) {
 			bad = append(bad, r.Contender+" "+r.Metric)
 		}
 	}
