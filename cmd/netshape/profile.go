@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"runtime/pprof"
 	"runtime/trace"
 )
@@ -11,6 +12,22 @@ import (
 // startCPUProfile profiles the process into file until stop is called.
 func startCPUProfile(file string) (stop func(), err error) {
 	return startToFile("--cpu-profile", file, pprof.StartCPUProfile, pprof.StopCPUProfile)
+}
+
+// startMemProfile writes, when stop is called, where the process allocated
+// since it started (go tool pprof -sample_index=alloc_objects): which code
+// feeds the garbage collector per connection. The file is created at once, so
+// a bad path fails the start rather than the stop.
+func startMemProfile(file string) (stop func(), err error) {
+	var w io.Writer
+	return startToFile("--mem-profile", file,
+		func(f io.Writer) error { w = f; return nil },
+		func() {
+			runtime.GC() // the profile shows allocations up to the last GC
+			if err := pprof.Lookup("allocs").WriteTo(w, 0); err != nil {
+				fmt.Fprintln(os.Stderr, "--mem-profile:", err)
+			}
+		})
 }
 
 // startTrace writes a Go execution trace of the process into file until stop

@@ -38,6 +38,7 @@ A run killed with -9 leaves them: the next start, or "netshape cleanup", removes
 			&cli.StringFlag{Name: "ui", Usage: "serve the web dashboard on `HOST:PORT` (e.g. 127.0.0.1:9041; off by default); its URL with the token is logged"},
 			&cli.BoolFlag{Name: "ui-allow-remote", Usage: "let --ui listen on an address other than loopback"},
 			&cli.StringFlag{Name: "cpu-profile", Hidden: true, Usage: "write a Go CPU profile of the whole run to `FILE` (performance work; see BENCHMARKS.md)"},
+			&cli.StringFlag{Name: "mem-profile", Hidden: true, Usage: "write a Go allocation profile of the whole run to `FILE` when it ends (performance work)"},
 			&cli.StringFlag{Name: "trace", Hidden: true, Usage: "write a Go execution trace of the whole run to `FILE` (scheduling work: go tool trace)"},
 		},
 		Action: func(c *cli.Context) error {
@@ -53,6 +54,13 @@ A run killed with -9 leaves them: the next start, or "netshape cleanup", removes
 			}
 			if f := c.String("cpu-profile"); f != "" {
 				stop, err := startCPUProfile(f)
+				if err != nil {
+					return err
+				}
+				defer stop()
+			}
+			if f := c.String("mem-profile"); f != "" {
+				stop, err := startMemProfile(f)
 				if err != nil {
 					return err
 				}
