@@ -23,6 +23,29 @@ type Status struct {
 	Pending  int       `json:"pending"`
 	Rules    int       `json:"rules"`
 	Warnings []string  `json:"warnings,omitempty"`
+
+	// How the per-connection fast paths run, so a slow machine can tell why:
+	// the process lookup (Procmap "bpf", else "sock_diag"; "sysctl" on
+	// darwin and freebsd) with how its BPF connect records answered, and how
+	// interface capture counts (Capture "ebpf", else "ring", or "bpf" on
+	// darwin and freebsd; "off" without capture). A note says why a fast
+	// path is not used.
+	Procmap     string      `json:"procmap,omitempty"`
+	ProcmapNote string      `json:"procmap_note,omitempty"`
+	ProcmapBPF  *ProcmapBPF `json:"procmap_bpf,omitempty"`
+	Capture     string      `json:"capture,omitempty"`
+	CaptureNote string      `json:"capture_note,omitempty"`
+}
+
+// ProcmapBPF counts process lookups by how the BPF connect record answered:
+// a hit names the process at once; a miss (no record: the socket connected
+// before the daemon started, or the record was evicted), a stale record (its
+// process had exited) or an error falls back to the slower sock_diag query.
+type ProcmapBPF struct {
+	Hits   uint64 `json:"hits"`
+	Misses uint64 `json:"misses"`
+	Stale  uint64 `json:"stale"`
+	Errors uint64 `json:"errors"`
 }
 
 // Pending is one question waiting for the user: one app wanting one host.

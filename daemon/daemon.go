@@ -473,7 +473,31 @@ func (d *Daemon) status() control.Status {
 	for _, a := range d.proxy.Addrs() {
 		s.Listen = append(s.Listen, a.String())
 	}
+	d.fastPaths(&s)
 	return s
+}
+
+// fastPaths tells in s how process lookup and interface capture run.
+func (d *Daemon) fastPaths(s *control.Status) {
+	if d.procs != nil {
+		name, err := d.procs.Backend()
+		s.Procmap = name
+		if err != nil {
+			s.ProcmapNote = err.Error()
+		}
+		if name == "bpf" {
+			ps := d.procs.Stats()
+			s.ProcmapBPF = &control.ProcmapBPF{Hits: ps.BPFHits, Misses: ps.BPFMisses, Stale: ps.BPFStale, Errors: ps.BPFErrors}
+		}
+	}
+	s.Capture = "off"
+	if d.acct != nil {
+		name, err := d.acct.Backend()
+		s.Capture = name
+		if err != nil {
+			s.CaptureNote = err.Error()
+		}
+	}
 }
 
 // Cleanup removes what a crashed daemon left: redirect rules, a stale control

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -11,11 +12,13 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/netshape/netshape/control"
 	"github.com/netshape/netshape/internal/nstest"
 )
 
@@ -117,6 +120,24 @@ func TestTransferThroughProxy(t *testing.T) {
 		if f.Src.Addr() != nstest.CliV4 && f.Src.Addr() != nstest.CliV6 {
 			t.Errorf("flow %d src %v is not the client", f.ID, f.Src)
 		}
+	}
+	// The per-connection fast paths ran, and status says so: each flow's
+	// process was found by its BPF connect record, and capture counted in
+	// the kernel (this machine kind allows both; a note would say why not).
+	var st control.Status
+	if err := control.NewClient(e.socket).Get(context.Background(), "/v1/status", &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Procmap != "bpf" || st.ProcmapBPF == nil || st.ProcmapBPF.Hits < 4 {
+		t.Errorf("status: process lookup %q (%s), BPF lookups %+v; want bpf with a hit for each of the 4 flows", st.Procmap, st.ProcmapNote, st.ProcmapBPF)
+	}
+	if st.Capture != "ebpf" {
+		t.Errorf("status: capture %q (%s), want ebpf", st.Capture, st.CaptureNote)
+	}
+	out := e.mustNetshape("status")
+	if !regexp.MustCompile(`process lookup +bpf \([1-9][0-9]* found by their connect record`).MatchString(out) ||
+		!regexp.MustCompile(`(?m)^capture +ebpf$`).MatchString(out) {
+		t.Errorf("netshape status does not tell how lookup and capture run:\n%s", out)
 	}
 }
 

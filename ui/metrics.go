@@ -130,6 +130,17 @@ func WriteMetrics(w io.Writer, b Backend, t *Tracker) error {
 	m.sample("netshape_pending", float64(st.Pending))
 	m.family("netshape_rules", "gauge", "Rules loaded (config file and stored).")
 	m.sample("netshape_rules", float64(st.Rules))
+	if st.Procmap != "" || st.Capture != "" {
+		m.family("netshape_fast_paths_info", "gauge", "1, labelled with how process lookup (bpf is its fast path) and interface capture (ebpf counts in the kernel) run.")
+		m.sample("netshape_fast_paths_info", 1, "procmap", st.Procmap, "capture", st.Capture)
+	}
+	if b := st.ProcmapBPF; b != nil {
+		m.family("netshape_procmap_bpf_lookups_total", "counter", "Process lookups by how the BPF connect record answered (hit; else a sock_diag fallback: miss, stale, error).")
+		m.sample("netshape_procmap_bpf_lookups_total", float64(b.Hits), "result", "hit")
+		m.sample("netshape_procmap_bpf_lookups_total", float64(b.Misses), "result", "miss")
+		m.sample("netshape_procmap_bpf_lookups_total", float64(b.Stale), "result", "stale")
+		m.sample("netshape_procmap_bpf_lookups_total", float64(b.Errors), "result", "error")
+	}
 
 	qs := b.Quotas()
 	slices.SortFunc(qs, func(a, b Quota) int { return int(a.Quota.ID - b.Quota.ID) })

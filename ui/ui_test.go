@@ -34,7 +34,8 @@ type fakeBackend struct {
 }
 
 func (f *fakeBackend) Status() control.Status {
-	return control.Status{Running: true, Version: "test", Backend: "fake", Active: 2, Total: 7, Denied: 1, BytesIn: 1000, BytesOut: 500, Pending: len(f.Pending()), Started: time.Unix(1700000000, 0)}
+	return control.Status{Running: true, Version: "test", Backend: "fake", Active: 2, Total: 7, Denied: 1, BytesIn: 1000, BytesOut: 500, Pending: len(f.Pending()), Started: time.Unix(1700000000, 0),
+		Procmap: "bpf", ProcmapBPF: &control.ProcmapBPF{Hits: 40, Misses: 2, Errors: 1}, Capture: "ring", CaptureNote: "no CAP_BPF"}
 }
 func (f *fakeBackend) Flows(closed bool) []flow.Flow {
 	f.mu.Lock()
@@ -462,6 +463,11 @@ func TestMetrics(t *testing.T) {
 		`netshape_proxy_bytes_total{direction="in"}`:                      "1000",
 		`netshape_iface_bytes_total{iface="eth0",direction="in"}`:         "11",
 		`netshape_quota_limit_bytes{quota="3",scope="app \"fire\\fox\""}`: "1e+09",
+		`netshape_fast_paths_info{procmap="bpf",capture="ring"}`:          "1",
+		`netshape_procmap_bpf_lookups_total{result="hit"}`:                "40",
+		`netshape_procmap_bpf_lookups_total{result="miss"}`:               "2",
+		`netshape_procmap_bpf_lookups_total{result="stale"}`:              "0",
+		`netshape_procmap_bpf_lookups_total{result="error"}`:              "1",
 	} {
 		if s[k] != v {
 			t.Errorf("%s = %q, want %q", k, s[k], v)

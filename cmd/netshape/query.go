@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -47,6 +48,7 @@ func statusCommand() *cli.Command {
 				fmt.Fprintf(w, "default\t%s\n", s.Default)
 			}
 			fmt.Fprintf(w, "rules\t%d\npending\t%d\n", s.Rules, s.Pending)
+			printFastPaths(w, s)
 			for _, wr := range s.Warnings {
 				fmt.Fprintf(w, "warning\t%s\n", wr)
 			}
@@ -119,4 +121,27 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// printFastPaths prints how process lookup and capture run, and why not
+// their fast path when they do not.
+func printFastPaths(w io.Writer, s control.Status) {
+	if s.Procmap != "" {
+		line := s.Procmap
+		if b := s.ProcmapBPF; b != nil {
+			line += fmt.Sprintf(" (%d found by their connect record; fell back: %d without one, %d stale, %d errors)",
+				b.Hits, b.Misses, b.Stale, b.Errors)
+		}
+		if s.ProcmapNote != "" {
+			line += " (without its BPF fast path: " + s.ProcmapNote + ")"
+		}
+		fmt.Fprintf(w, "process lookup\t%s\n", line)
+	}
+	if s.Capture != "" {
+		line := s.Capture
+		if s.CaptureNote != "" {
+			line += " (reads every packet; in-kernel counting is off: " + s.CaptureNote + ")"
+		}
+		fmt.Fprintf(w, "capture\t%s\n", line)
+	}
 }

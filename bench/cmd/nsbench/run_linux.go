@@ -444,6 +444,7 @@ func (r *runner) main() error {
 				res.NetshapeRStatus = &st
 			}
 			r.logf("%s relayed %d flows, %d failed, %.1f GB out", c.name, st.Total, st.Failed, float64(st.BytesOut)/1e9)
+			r.checkFastPaths(c.name, &st)
 		}
 		// How many of the last bench flows procmap found the owner of.
 		if n, known, err := r.identified(c); err != nil {
@@ -1025,4 +1026,21 @@ func machine() map[string]string {
 		}
 	}
 	return m
+}
+
+// checkFastPaths logs how the daemon looked processes up and counted
+// packets, and warns when it did not use the fast paths: its figures are
+// then those of the fallbacks (sock_diag per connection, a ring that reads
+// every packet), not of netshape as this machine kind runs it.
+func (r *runner) checkFastPaths(name string, st *control.Status) {
+	lookups := "n/a"
+	if b := st.ProcmapBPF; b != nil {
+		n := b.Hits + b.Misses + b.Stale + b.Errors
+		lookups = fmt.Sprintf("%d of %d lookups found by their BPF record", b.Hits, n)
+	}
+	r.logf("%s: process lookup %s (%s), capture %s", name, st.Procmap, lookups, st.Capture)
+	if st.Procmap != "bpf" || st.Capture != "ebpf" {
+		r.logf("WARNING: %s ran without a fast path (process lookup %s %s; capture %s %s): these are the fallbacks' figures",
+			name, st.Procmap, st.ProcmapNote, st.Capture, st.CaptureNote)
+	}
 }
