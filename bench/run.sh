@@ -4,7 +4,7 @@
 # Benchmarks netshape (without rules, and with 1,000 rules: netshape-r) against
 # direct connections and peer relays (HAProxy as a transparent relay under the
 # same kind of nftables redirect; a bare Go splice relay, gobare; without
-# --quick an epoll event-loop Go relay, goloop; HAProxy and socat as plain
+# --quick an epoll event-loop Go relay, goloop, and its C twin, cloop; HAProxy and socat as plain
 # relays with -contenders) inside network namespaces it creates
 # and deletes (named tb<id>...). It never touches this machine's own network
 # namespace.
@@ -32,6 +32,13 @@ export CGO_ENABLED=0
 mkdir -p bin bench/out
 go build -trimpath -o bin/netshape ./cmd/netshape
 go build -trimpath -o bin/nsbench ./bench/cmd/nsbench
+# The C floor relay (cloop contender, full runs): where a C compiler is there.
+cloop=""
+if command -v cc >/dev/null && cc -O2 -pthread -o bin/cloop bench/cloop/cloop.c; then
+	cloop="-cloop $PWD/bin/cloop"
+else
+	echo "no C compiler: the cloop reference relay is left out" >&2
+fi
 
 id=$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
 cleanup() {
@@ -54,7 +61,7 @@ runs() {
 }
 prev=$(runs | tail -1)
 # shellcheck disable=SC2086
-bin/nsbench run -id "$id" -netshape bin/netshape -out bench/out $args
+bin/nsbench run -id "$id" -netshape bin/netshape -out bench/out $cloop $args
 new=$(runs | tail -1)
 if [ -n "$prev" ] && [ "$new" != "$prev" ]; then
 	echo

@@ -17,11 +17,12 @@ const (
 	cSocat     = "socat"      // plain relay, one process per connection
 	cGoBare    = "gobare"     // the issue's bare Go splice relay (nsbench bare) under an nft redirect: a reference
 	cGoLoop    = "goloop"     // an epoll event-loop Go relay (nsbench loop) under the same redirect: a reference
+	cCLoop     = "cloop"      // goloop's design in C (bench/cloop), under the same redirect: the floor of any relay here
 )
 
 // allContenders in table order; defaultContenders run unless -contenders says otherwise.
 var (
-	allContenders     = []string{cDirect, cNetshape, cNetshapeR, cHAProxyT, cGoBare, cGoLoop, cHAProxy, cSocat}
+	allContenders     = []string{cDirect, cNetshape, cNetshapeR, cHAProxyT, cGoBare, cGoLoop, cCLoop, cHAProxy, cSocat}
 	defaultContenders = []string{cDirect, cNetshape, cNetshapeR, cHAProxyT, cGoBare}
 )
 
@@ -36,6 +37,7 @@ type Results struct {
 	Samples         map[string]map[string][]*float64 `json:"samples"`
 	Summary         map[string]map[string]Spread     `json:"summary"`
 	VsDirect        map[string]map[string]Spread     `json:"vs_direct"`
+	VsHAProxyT      map[string]map[string]Spread     `json:"vs_haproxy_t,omitempty"`
 	Targets         []Target                         `json:"targets"`
 	NetshapeStatus  any                              `json:"netshape_status,omitempty"`
 	NetshapeRStatus any                              `json:"netshape_r_status,omitempty"`
@@ -98,7 +100,32 @@ func (r *Results) summarise() {
 		v["lat_p99_added_us"] = spread(diffs(r.Raw[c]["lat_p99_us"], d["lat_p99_us"]))
 		r.VsDirect[c] = v
 	}
+	r.vsHAProxyT()
 	r.targets()
+}
+
+// vsHAProxyT lines every relay up against HAProxy-t on the issue's setup
+// targets, paired by repetition: added p50 and p99 latency (x < 1: adds
+// less) and connection rate (x > 1: faster). The reference relays' rows show
+// where the floor of each metric is on this machine.
+func (r *Results) vsHAProxyT() {
+	h := r.Raw[cHAProxyT]
+	if h == nil {
+		return
+	}
+	d := r.Raw[cDirect]
+	r.VsHAProxyT = map[string]map[string]Spread{}
+	for _, c := range r.Contenders {
+		if c == cDirect || c == cHAProxyT || c == cHAProxy || c == cSocat {
+			continue
+		}
+		x := r.Raw[c]
+		r.VsHAProxyT[c] = map[string]Spread{
+			"lat_p50_added_x": spread(ratios(diffs(x["lat_p50_us"], d["lat_p50_us"]), diffs(h["lat_p50_us"], d["lat_p50_us"]))),
+			"lat_p99_added_x": spread(ratios(diffs(x["lat_p99_us"], d["lat_p99_us"]), diffs(h["lat_p99_us"], d["lat_p99_us"]))),
+			"rate_x":          spread(ratios(x["rate_cps"], h["rate_cps"])),
+		}
+	}
 }
 
 func (r *Results) targets() {
@@ -172,6 +199,15 @@ func (r *Results) print(w io.Writer) {
 		v := r.VsDirect[c]
 		fmt.Fprintf(w, "%-10s %-22s %-22s %-22s %-22s %-22s\n", c, f2(v["tput1_x"], "%.2f"), f2(v["tput8_x"], "%.2f"),
 			f2(v["rate_x"], "%.2f"), f2(v["lat_p50_added_us"], "%.0f"), f2(v["lat_p99_added_us"], "%.0f"))
+	}
+	if len(r.VsHAProxyT) > 0 {
+		fmt.Fprintf(w, "\nAgainst HAProxy-t (paired per repetition; targets: netshape's added p50 <= 0.75, p99 <= 1, conn/s >= 1):\n")
+		fmt.Fprintf(w, "%-10s %-22s %-22s %-22s\n", "contender", "+p50 ×HAProxy-t", "+p99 ×HAProxy-t", "conn/s ×HAProxy-t")
+		for _, c := range r.Contenders {
+			if v, ok := r.VsHAProxyT[c]; ok {
+				fmt.Fprintf(w, "%-10s %-22s %-22s %-22s\n", c, f2(v["lat_p50_added_x"], "%.2f"), f2(v["lat_p99_added_x"], "%.2f"), f2(v["rate_x"], "%.2f"))
+			}
+		}
 	}
 	fmt.Fprintf(w, "\nAbsolute medians:\n")
 	fmt.Fprintf(w, "%-10s %9s %9s %9s %9s %9s %10s %10s %10s %9s %8s %8s %8s\n", "contender", "1s Gb/s", "8s Gb/s", "conn/s",

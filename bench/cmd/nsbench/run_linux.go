@@ -66,6 +66,7 @@ type options struct {
 	keep       bool
 	rulesFile  string
 	perf       bool
+	cloop      string // the C floor relay's binary; "" leaves cloop out
 }
 
 type contender struct {
@@ -121,6 +122,7 @@ func run(args []string) error {
 			" (default "+strings.Join(defaultContenders, ",")+", and "+cGoLoop+" without -quick)")
 	fs.BoolVar(&o.perf, "perf", false, "profile netshape with perf(1) during its first 8-stream and connection-rate tests (reports in -out)")
 	fs.StringVar(&o.rulesFile, "rules-file", "", "netshape-r's policy `FILE` instead of the generated one (nsbench policy prints that); its rules must not match the bench traffic")
+	fs.StringVar(&o.cloop, "cloop", "", "the C reference relay's `binary` (bench/cloop, built by bench/run.sh when a C compiler is there): adds the cloop contender to full runs")
 	fs.BoolVar(&o.keep, "keep", false, "leave namespaces and processes up after the run (debugging)")
 	fs.Parse(args)
 	def := func(v *int, full, quick int) {
@@ -139,6 +141,9 @@ func run(args []string) error {
 		o.contenders = strings.Join(defaultContenders, ",")
 		if !o.quick {
 			o.contenders += "," + cGoLoop
+			if o.cloop != "" {
+				o.contenders += "," + cCLoop
+			}
 		}
 	}
 	def(&o.reps, 5, 3)
@@ -306,7 +311,7 @@ func (r *runner) main() error {
 	if err := r.addNS(r.srvNS); err != nil {
 		return err
 	}
-	letters := map[string]string{cDirect: "d", cNetshape: "n", cNetshapeR: "r", cHAProxyT: "h", cGoBare: "g", cGoLoop: "l", cHAProxy: "p", cSocat: "x"}
+	letters := map[string]string{cDirect: "d", cNetshape: "n", cNetshapeR: "r", cHAProxyT: "h", cGoBare: "g", cGoLoop: "l", cCLoop: "c", cHAProxy: "p", cSocat: "x"}
 	i := 0
 	for _, name := range allContenders {
 		if !want[name] {
@@ -568,7 +573,7 @@ backend original_destination
 		if err := r.startHAProxy(c, cfg); err != nil {
 			return err
 		}
-	case cGoBare, cGoLoop:
+	case cGoBare, cGoLoop, cCLoop:
 		c.target = srv
 		// haproxy-t's redirect, with the relay's upstream sockets exempt by their mark.
 		rules := fmt.Sprintf(`table ip nsbench {
@@ -587,11 +592,18 @@ backend original_destination
 		if err := must("ip", "netns", "exec", c.ns, "nft", "-f", rf); err != nil {
 			return err
 		}
-		cmd := "bare"
-		if c.name == cGoLoop {
-			cmd = "loop"
+		bin, args := r.self, []string{"bare"}
+		switch c.name {
+		case cGoLoop:
+			args = []string{"loop"}
+		case cCLoop:
+			if r.o.cloop == "" {
+				return errors.New("cloop needs -cloop BINARY (bench/run.sh builds bench/cloop/cloop.c when a C compiler is there)")
+			}
+			bin, args = r.o.cloop, nil
 		}
-		c.cmd, c.exited, err = r.start(c.ns, c.name, r.self, cmd, "-listen", plain, "-mark", fmt.Sprintf("%#x", bareMark))
+		args = append(args, "-listen", plain, "-mark", fmt.Sprintf("%#x", bareMark))
+		c.cmd, c.exited, err = r.start(c.ns, c.name, bin, args...)
 		if err != nil {
 			return err
 		}
@@ -635,7 +647,7 @@ backend server
 				return fmt.Errorf("netshape-r is not what it claims to measure: %w (logs in %s)", err, r.tmp)
 			}
 		}
-	case cHAProxyT, cGoBare, cGoLoop:
+	case cHAProxyT, cGoBare, cGoLoop, cCLoop:
 		out, err := cmdIn(c.ns, "nft", "list", "table", "ip", "nsbench").CombinedOutput()
 		if err != nil {
 			return fmt.Errorf("list the %s redirect: %w\n%s", c.name, err, out)
