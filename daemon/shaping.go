@@ -269,6 +269,9 @@ func (l pathLimiter) Done(d proxy.Dir, n int) error {
 
 func (l pathLimiter) Close() { l.p.Close() }
 
+// Waits tells the proxy's event loops whether Grant may wait (a rate limit).
+func (l pathLimiter) Waits(d proxy.Dir) bool { return l.p.Waits(dirOf(d)) }
+
 // ifaceBytes receives what the capture saw on an interface (every 250 ms) and
 // gives interface quotas the part the proxy did not relay: UDP, ICMP, TCP
 // that bypassed the proxy, and header overhead.

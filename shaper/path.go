@@ -80,6 +80,20 @@ func (p *Path) current() *pathCfg {
 	return nc
 }
 
+// Waits reports whether Grant in direction d may wait now: a rate limit
+// applies to it (quotas never make Grant wait). A relay that must not block,
+// such as the proxy's event loops, hands such a flow to a goroutine.
+func (p *Path) Waits(d Dir) bool {
+	if p == nil || d > Out {
+		return false
+	}
+	c := p.cfg.Load()
+	if c.gen != p.s.gen.Load() {
+		c = p.current()
+	}
+	return len(c.dir[d].buckets) > 0
+}
+
 // Grant waits until the path may pass bytes in direction d and returns how
 // many (1 ≤ n ≤ max). It returns max at once when nothing limits the path;
 // else at most a bucket's chunk, and at most quotaChunk under a quota.

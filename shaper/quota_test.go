@@ -504,3 +504,27 @@ func TestGrantSizes(t *testing.T) {
 		t.Errorf("a request under quotaChunk is granted whole: got %d", n)
 	}
 }
+
+// Waits tells a relay that must not block (the proxy's event loops) whether
+// Grant may wait: only a rate limit in that direction makes it, and a limit
+// added later counts at once; quotas never do.
+func TestWaits(t *testing.T) {
+	s, _, _ := newQuotaShaper(t, Quota{ID: 1, Sel: Selector{App: "curl"}, Limit: 1 << 40, Dir: In, Period: Day}, Options{})
+	p := mustAttach(t, s, testFlow(1, "/usr/bin/curl", "", ""))
+	var nilPath *Path
+	if p.Waits(In) || p.Waits(Out) || nilPath.Waits(In) {
+		t.Fatal("a flow under a quota only (or no path) may wait")
+	}
+	if err := s.SetLimits([]Limit{{ID: 2, Sel: Selector{App: "curl"}, In: 1e6}}); err != nil {
+		t.Fatal(err)
+	}
+	if !p.Waits(In) || p.Waits(Out) {
+		t.Errorf("after a download limit for the app: Waits(In) %v, Waits(Out) %v; want true, false", p.Waits(In), p.Waits(Out))
+	}
+	if err := s.SetLimits(nil); err != nil {
+		t.Fatal(err)
+	}
+	if p.Waits(In) {
+		t.Error("the limit was removed, yet Waits(In)")
+	}
+}
