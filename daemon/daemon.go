@@ -56,6 +56,9 @@ type Config struct {
 	// raised to fit them. 0: as many as the open-file limit fits once raised
 	// to its hard limit.
 	MaxConns int
+	// GoroutineRelay relays on a goroutine per connection instead of the
+	// proxy's event loops (comparisons; the loops are Linux's).
+	GoroutineRelay bool
 	// Capture enables interface capture (accounting, DNS names, interface quotas).
 	Capture bool
 	// Ifaces to capture on; empty means every interface that is up and not loopback.
@@ -247,14 +250,28 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if !hasIPv6Loopback() {
 		d.warn("no IPv6 loopback (::1): the proxy listens on 127.0.0.1 only, and redirected IPv6 connections are refused")
 	}
-	p, err := proxy.New(proxy.Config{
-		Listen:      listenAddrs(cfg.Port),
-		OriginalDst: red.OriginalDst,
-		DialControl: red.DialControl,
-		MaxConns:    fl.maxConns,
-		Logger:      log,
-		Hooks:       d.hooks(),
-	})
+	pcfg := proxy.Config{
+		Listen:         listenAddrs(cfg.Port),
+		OriginalDst:    red.OriginalDst,
+		DialControl:    red.DialControl,
+		MaxConns:       fl.maxConns,
+		GoroutineRelay: cfg.GoroutineRelay,
+		Logger:         log,
+		Hooks:          d.hooks(),
+	}
+	if name, _ := d.procs.Backend(); name != "bpf" && !pcfg.GoroutineRelay {
+		// The event loops run the hooks inline; without the BPF recorder a
+		// process lookup (sock_diag, /proc) can take milliseconds, which
+		// would stall every flow of a loop. Goroutines wait in parallel.
+		log.Info("relaying on goroutines: process lookup has no BPF fast path", "procmap", name)
+		pcfg.GoroutineRelay = true
+	}
+	if r, ok := red.(interface {
+		OriginalDstFD(fd int, v6 bool) (netip.AddrPort, error)
+	}); ok {
+		pcfg.OriginalDstFD = r.OriginalDstFD // the event loops' (Linux)
+	}
+	p, err := proxy.New(pcfg)
 	if err != nil {
 		return err
 	}
@@ -479,6 +496,7 @@ func (d *Daemon) status() control.Status {
 
 // fastPaths tells in s how process lookup and interface capture run.
 func (d *Daemon) fastPaths(s *control.Status) {
+	s.Relay = d.proxy.Relay()
 	if d.procs != nil {
 		name, err := d.procs.Backend()
 		s.Procmap = name

@@ -131,6 +131,9 @@ func TestTransferThroughProxy(t *testing.T) {
 	if st.Procmap != "bpf" || st.ProcmapBPF == nil || st.ProcmapBPF.Hits < 4 {
 		t.Errorf("status: process lookup %q (%s), BPF lookups %+v; want bpf with a hit for each of the 4 flows", st.Procmap, st.ProcmapNote, st.ProcmapBPF)
 	}
+	if !strings.HasPrefix(st.Relay, "event loops") {
+		t.Errorf("status: relay %q, want the event loops", st.Relay)
+	}
 	if st.Capture != "ebpf" {
 		t.Errorf("status: capture %q (%s), want ebpf", st.Capture, st.CaptureNote)
 	}

@@ -168,6 +168,12 @@ func (n *NFT) OriginalDst(c *net.TCPConn) (netip.AddrPort, error) {
 	return OriginalDst(c)
 }
 
+// OriginalDstFD is OriginalDst for a socket the proxy's event loops
+// accepted; v6 says its family.
+func (n *NFT) OriginalDstFD(fd int, v6 bool) (netip.AddrPort, error) {
+	return OriginalDstFD(fd, v6)
+}
+
 // soOriginalDst is SO_ORIGINAL_DST (linux/netfilter_ipv4.h), and
 // IP6T_SO_ORIGINAL_DST (linux/netfilter_ipv6/ip6_tables.h) has the same value.
 const soOriginalDst = 80

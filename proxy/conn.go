@@ -45,7 +45,18 @@ type conn struct {
 
 	abortOnce sync.Once
 	dir       [2]*direction // set when relaying; guarded by mu
+
+	// lp is the event loop that set the flow up (Linux), nil on the
+	// goroutine path and once the loop handed the flow to it (client, up,
+	// ctx and cancel are set before lp is cleared); lf is the loop's state
+	// of the flow, touched only on the loop's thread.
+	lp atomic.Pointer[loop]
+	lf *lflow
 }
+
+// noCancel is the cancel function of flows that have no context of their
+// own (event-loop flows use the proxy's).
+func noCancel() {}
 
 func (c *conn) snapshot() flow.Flow {
 	c.mu.Lock()
@@ -72,6 +83,15 @@ func (c *conn) setErr(s string) {
 
 // abort resets both sides: the client and the server see an RST, not a FIN.
 func (c *conn) abort(reason string) {
+	if l := c.lp.Load(); l != nil {
+		l.post(func() { l.abortOwned(c, reason) }) // false: the loop stopped, and reset its flows
+		return
+	}
+	c.abortGo(reason)
+}
+
+// abortGo is abort on the goroutine path.
+func (c *conn) abortGo(reason string) {
 	c.abortOnce.Do(func() {
 		c.setErr(reason)
 		c.cancel()
@@ -172,8 +192,16 @@ func (c *conn) run() bool {
 	if h.Decide != nil {
 		action = h.Decide(&f)
 	}
+	return c.decided(&f, sniffed, action)
+}
+
+// decided carries a flow on from its decision (holding it for an answer
+// first when it is Ask): limits, dial, relay. It reports whether the relay
+// goroutines took the flow. The event loops hand flows here that must wait.
+func (c *conn) decided(f *flow.Flow, sniffed bool, action Action) bool {
+	p, h := c.p, &c.p.cfg.Hooks
 	if action == Ask {
-		action = c.hold(&f)
+		action = c.hold(f)
 	}
 	c.update(func(cf *flow.Flow) { cf.Verdict, cf.RuleID = f.Verdict, f.RuleID })
 	if action != Allow {
@@ -188,13 +216,18 @@ func (c *conn) run() bool {
 	var lim Limiter
 	if h.Limit != nil {
 		var err error
-		if lim, err = h.Limit(&f); err != nil {
+		if lim, err = h.Limit(f); err != nil {
 			p.denied.Add(1)
 			c.abort(err.Error())
 			return false
 		}
 	}
+	return c.dialRelay(f, sniffed, lim)
+}
 
+// dialRelay dials an allowed flow and relays it; see decided.
+func (c *conn) dialRelay(f *flow.Flow, sniffed bool, lim Limiter) bool {
+	p, h := c.p, &c.p.cfg.Hooks
 	c.update(func(cf *flow.Flow) { cf.State = flow.StateDialing })
 	up, err := c.dial()
 	if err != nil {
@@ -206,7 +239,7 @@ func (c *conn) run() bool {
 		return false
 	}
 	if !sniffed {
-		sniffed = c.sniff(&f, 0, 0)
+		sniffed = c.sniff(f, 0, 0)
 	}
 	if f.Host == "" && h.NameLater != nil {
 		f.Host, f.HostSource = h.NameLater(f.Dst.Addr())
@@ -405,6 +438,13 @@ type direction struct {
 
 // relay copies both directions until both end, then closes both sides.
 func (c *conn) relay(up *net.TCPConn, lim Limiter, sniffFirst bool) {
+	c.relayFrom(up, lim, sniffFirst, false, false)
+}
+
+// relayFrom is relay for a flow whose upload (outDone) or download (inDone)
+// direction may have ended already (an event loop handing a flow over):
+// that direction reached EOF and its destination was half-closed.
+func (c *conn) relayFrom(up *net.TCPConn, lim Limiter, sniffFirst, outDone, inDone bool) {
 	var left atomic.Int32
 	left.Store(2)
 	end := func() {
@@ -426,6 +466,19 @@ func (c *conn) relay(up *net.TCPConn, lim Limiter, sniffFirst bool) {
 		// Taken once: SyscallConn allocates, and transfer runs per burst.
 		x.srcRC, _ = x.src.SyscallConn() // fails only for a nil conn
 		x.dstRC, _ = x.dst.SyscallConn()
+	}
+	if outDone || inDone {
+		if outDone {
+			end()
+		} else {
+			go out.run()
+		}
+		if inDone {
+			end()
+		} else {
+			go in.run()
+		}
+		return
 	}
 	// Each direction lingers a moment for bytes on its goroutine, then
 	// parks. The upload side carries on here: the setup goroutine, whose
@@ -549,6 +602,15 @@ func (x *direction) linger() {
 // cut ends a flow cleanly (FIN both ways) because the limiter said so: a
 // quota ran out. The other direction sees EOF and ends too.
 func (c *conn) cut(err error) {
+	if l := c.lp.Load(); l != nil {
+		l.post(func() { l.cutOwned(c, err) })
+		return
+	}
+	c.cutGo(err)
+}
+
+// cutGo is cut on the goroutine path.
+func (c *conn) cutGo(err error) {
 	c.setErr(err.Error())
 	c.client.CloseWrite()
 	c.up.Load().CloseWrite()

@@ -32,7 +32,7 @@ func waitParked(t *testing.T, p *Proxy, n int) {
 // Idle relayed connections park both directions (no goroutine each) and
 // carry on when bytes arrive, any number of times.
 func TestIdleDirectionsParkAndResume(t *testing.T) {
-	h := newHarness(t, Hooks{})
+	h := newHarnessWith(t, Hooks{}, goroutinesOnly) // the parker is the goroutine relay's
 	h.server(echoServer)
 	const n = 50
 	cs := make([]*net.TCPConn, n)
@@ -70,7 +70,7 @@ func TestIdleDirectionsParkAndResume(t *testing.T) {
 // A flow cut while both its directions are parked ends (both sides reset),
 // and closing the proxy with parked flows does not hang.
 func TestAbortParkedFlow(t *testing.T) {
-	h := newHarness(t, Hooks{})
+	h := newHarnessWith(t, Hooks{}, goroutinesOnly) // the parker is the goroutine relay's
 	h.server(func(c *net.TCPConn) {
 		echoServer(c)
 	})
@@ -110,7 +110,7 @@ func TestAbortParkedFlow(t *testing.T) {
 
 // A reset from the server of a parked flow reaches the client.
 func TestResetOfParkedFlow(t *testing.T) {
-	h := newHarness(t, Hooks{})
+	h := newHarnessWith(t, Hooks{}, goroutinesOnly) // the parker is the goroutine relay's
 	rst := make(chan struct{})
 	h.server(func(c *net.TCPConn) {
 		b := make([]byte, 1)

@@ -81,6 +81,11 @@ type Config struct {
 	Listen []netip.AddrPort
 	// OriginalDst recovers a redirected connection's destination (the Redirector's).
 	OriginalDst func(*net.TCPConn) (netip.AddrPort, error)
+	// OriginalDstFD is OriginalDst for a socket the event loops accepted
+	// (Linux: SO_ORIGINAL_DST); without it flows are relayed on goroutines.
+	OriginalDstFD func(fd int, v6 bool) (netip.AddrPort, error)
+	// GoroutineRelay relays every flow on goroutines, without the event loops.
+	GoroutineRelay bool
 	// DialControl marks upstream sockets so the redirect skips them (the loop guard).
 	DialControl func(network, address string, c syscall.RawConn) error
 	// DialTimeout bounds the upstream connect; default 15s.
@@ -138,6 +143,8 @@ type Proxy struct {
 
 	mu        sync.Mutex
 	listeners []*net.TCPListener
+	loops     []*loop       // the event loops, when Serve runs them
+	loopsDone chan struct{} // closed when they have returned
 	live      map[uint64]*conn
 	closed    []flow.Flow // ring of the last MaxClosed
 	closedPos int
@@ -232,6 +239,13 @@ func (p *Proxy) Serve() error {
 	if len(ls) == 0 {
 		return errors.New("proxy: Serve before Listen")
 	}
+	if p.loopsWanted() {
+		loops, err := p.startLoops()
+		if err == nil {
+			return p.serveLoops(loops)
+		}
+		p.log.Warn("event loops unavailable; relaying on goroutines", "err", err)
+	}
 	errc := make(chan error, len(ls))
 	for _, l := range ls {
 		p.wg.Add(1)
@@ -302,11 +316,23 @@ func (p *Proxy) Close() error {
 		c.abort("daemon stopping")
 	}
 	p.wg.Wait()
+	p.stopLoops()
 	p.pipes.drain()
 	if p.parker != nil {
 		p.parker.close()
 	}
 	return nil
+}
+
+// Relay says how flows are relayed: "event loops" (Linux, once Serve runs
+// them) or "goroutines".
+func (p *Proxy) Relay() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.loops) > 0 {
+		return fmt.Sprintf("event loops (%d)", len(p.loops))
+	}
+	return "goroutines"
 }
 
 // Stats returns the counters now.

@@ -48,9 +48,12 @@ func newHarnessWith(t *testing.T, hooks Hooks, edit func(*Config)) *harness {
 			}
 			return ap, nil
 		},
-		PeekWait: 50 * time.Millisecond,
-		Hooks:    hooks,
+		PeekWait:       50 * time.Millisecond,
+		Hooks:          hooks,
+		GoroutineRelay: goroutineRelay,
 	}
+	// The event loops (Linux) read the original destination from the socket.
+	cfg.OriginalDstFD = func(int, bool) (netip.AddrPort, error) { return cfg.OriginalDst(nil) }
 	edit(&cfg)
 	p, err := New(cfg)
 	if err != nil {
@@ -475,11 +478,18 @@ type fakeLimiter struct {
 	quota  int64
 	used   atomic.Int64
 	closed atomic.Bool
+	waits  atomic.Bool  // Waits says so (a rate limit applies)
+	grants atomic.Int64 // Grant calls while waits
 }
 
 func (l *fakeLimiter) Grant(ctx context.Context, d Dir, max int) (int, error) {
+	if l.waits.Load() {
+		l.grants.Add(1)
+	}
 	return min(max, l.max), nil
 }
+
+func (l *fakeLimiter) Waits(d Dir) bool { return l.waits.Load() }
 
 func (l *fakeLimiter) Done(d Dir, n int) error {
 	if l.used.Add(int64(n)) >= l.quota {

@@ -10,19 +10,37 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func sockopt(t *testing.T, c *net.TCPConn, level, opt int) int {
+func sockopt(t *testing.T, fd, level, opt int) int {
+	t.Helper()
+	v, err := unix.GetsockoptInt(fd, level, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func fdOf(t *testing.T, c *net.TCPConn) int {
 	t.Helper()
 	rc, err := c.SyscallConn()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var v int
-	var gerr error
-	rc.Control(func(fd uintptr) { v, gerr = unix.GetsockoptInt(int(fd), level, opt) })
-	if gerr != nil {
-		t.Fatal(gerr)
+	var fd int
+	rc.Control(func(s uintptr) { fd = int(s) })
+	return fd
+}
+
+// flowSockets returns the client and upstream sockets of a live flow, on
+// the event loop that owns it or on the goroutine path.
+func flowSockets(t *testing.T, c *conn) (cli, up int) {
+	t.Helper()
+	if l := c.lp.Load(); l != nil {
+		ch := make(chan [2]int, 1)
+		l.post(func() { ch <- [2]int{c.lf.cli.fd, c.lf.up.fd} })
+		v := <-ch
+		return v[0], v[1]
 	}
-	return v
+	return fdOf(t, c.client), fdOf(t, c.up.Load())
 }
 
 // Local client sockets get no keep-alive; upstream sockets get it with the
@@ -41,10 +59,10 @@ func TestKeepAlive(t *testing.T) {
 	if cc == nil {
 		t.Fatal("no live flow")
 	}
-	if v := sockopt(t, cc.client, unix.SOL_SOCKET, unix.SO_KEEPALIVE); v != 0 {
+	cli, up := flowSockets(t, cc)
+	if v := sockopt(t, cli, unix.SOL_SOCKET, unix.SO_KEEPALIVE); v != 0 {
 		t.Errorf("accepted socket SO_KEEPALIVE = %d, want 0", v)
 	}
-	up := cc.up.Load()
 	if v := sockopt(t, up, unix.SOL_SOCKET, unix.SO_KEEPALIVE); v != 1 {
 		t.Errorf("upstream SO_KEEPALIVE = %d, want 1", v)
 	}

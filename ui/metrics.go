@@ -131,8 +131,8 @@ func WriteMetrics(w io.Writer, b Backend, t *Tracker) error {
 	m.family("netshape_rules", "gauge", "Rules loaded (config file and stored).")
 	m.sample("netshape_rules", float64(st.Rules))
 	if st.Procmap != "" || st.Capture != "" {
-		m.family("netshape_fast_paths_info", "gauge", "1, labelled with how process lookup (bpf is its fast path) and interface capture (ebpf counts in the kernel) run.")
-		m.sample("netshape_fast_paths_info", 1, "procmap", st.Procmap, "capture", st.Capture)
+		m.family("netshape_fast_paths_info", "gauge", "1, labelled with how flows are relayed (event loops, or goroutines), process lookup (bpf is its fast path) and interface capture (ebpf counts in the kernel) run.")
+		m.sample("netshape_fast_paths_info", 1, "relay", st.Relay, "procmap", st.Procmap, "capture", st.Capture)
 	}
 	if b := st.ProcmapBPF; b != nil {
 		m.family("netshape_procmap_bpf_lookups_total", "counter", "Process lookups by how the BPF connect record answered (hit; else a sock_diag fallback: miss, stale, error).")

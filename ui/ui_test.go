@@ -35,7 +35,7 @@ type fakeBackend struct {
 
 func (f *fakeBackend) Status() control.Status {
 	return control.Status{Running: true, Version: "test", Backend: "fake", Active: 2, Total: 7, Denied: 1, BytesIn: 1000, BytesOut: 500, Pending: len(f.Pending()), Started: time.Unix(1700000000, 0),
-		Procmap: "bpf", ProcmapBPF: &control.ProcmapBPF{Hits: 40, Misses: 2, Errors: 1}, Capture: "ring", CaptureNote: "no CAP_BPF"}
+		Relay: "event loops (2)", Procmap: "bpf", ProcmapBPF: &control.ProcmapBPF{Hits: 40, Misses: 2, Errors: 1}, Capture: "ring", CaptureNote: "no CAP_BPF"}
 }
 func (f *fakeBackend) Flows(closed bool) []flow.Flow {
 	f.mu.Lock()
@@ -456,18 +456,18 @@ func TestMetrics(t *testing.T) {
 		`netshape_flows_active`: "2",
 		`netshape_flows_total`:  "7",
 		`netshape_pending`:      "1",
-		`netshape_app_bytes_total{app="we\"ird\napp",direction="in"}`:     "10",
-		`netshape_host_bytes_total{host="other",direction="out"}`:         "2",
-		`netshape_quota_used_bytes{quota="3",scope="app \"fire\\fox\""}`:  "4e+08",
-		`netshape_capture_drops_total{iface="eth0"}`:                      "2",
-		`netshape_proxy_bytes_total{direction="in"}`:                      "1000",
-		`netshape_iface_bytes_total{iface="eth0",direction="in"}`:         "11",
-		`netshape_quota_limit_bytes{quota="3",scope="app \"fire\\fox\""}`: "1e+09",
-		`netshape_fast_paths_info{procmap="bpf",capture="ring"}`:          "1",
-		`netshape_procmap_bpf_lookups_total{result="hit"}`:                "40",
-		`netshape_procmap_bpf_lookups_total{result="miss"}`:               "2",
-		`netshape_procmap_bpf_lookups_total{result="stale"}`:              "0",
-		`netshape_procmap_bpf_lookups_total{result="error"}`:              "1",
+		`netshape_app_bytes_total{app="we\"ird\napp",direction="in"}`:                    "10",
+		`netshape_host_bytes_total{host="other",direction="out"}`:                        "2",
+		`netshape_quota_used_bytes{quota="3",scope="app \"fire\\fox\""}`:                 "4e+08",
+		`netshape_capture_drops_total{iface="eth0"}`:                                     "2",
+		`netshape_proxy_bytes_total{direction="in"}`:                                     "1000",
+		`netshape_iface_bytes_total{iface="eth0",direction="in"}`:                        "11",
+		`netshape_quota_limit_bytes{quota="3",scope="app \"fire\\fox\""}`:                "1e+09",
+		`netshape_fast_paths_info{relay="event loops (2)",procmap="bpf",capture="ring"}`: "1",
+		`netshape_procmap_bpf_lookups_total{result="hit"}`:                               "40",
+		`netshape_procmap_bpf_lookups_total{result="miss"}`:                              "2",
+		`netshape_procmap_bpf_lookups_total{result="stale"}`:                             "0",
+		`netshape_procmap_bpf_lookups_total{result="error"}`:                             "1",
 	} {
 		if s[k] != v {
 			t.Errorf("%s = %q, want %q", k, s[k], v)

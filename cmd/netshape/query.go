@@ -126,6 +126,9 @@ func dash(s string) string {
 // printFastPaths prints how process lookup and capture run, and why not
 // their fast path when they do not.
 func printFastPaths(w io.Writer, s control.Status) {
+	if s.Relay != "" {
+		fmt.Fprintf(w, "relay\t%s\n", s.Relay)
+	}
 	if s.Procmap != "" {
 		line := s.Procmap
 		if b := s.ProcmapBPF; b != nil {

@@ -38,6 +38,7 @@ A run killed with -9 leaves them: the next start, or "netshape cleanup", removes
 			&cli.StringFlag{Name: "ui", Usage: "serve the web dashboard on `HOST:PORT` (e.g. 127.0.0.1:9041; off by default); its URL with the token is logged"},
 			&cli.BoolFlag{Name: "ui-allow-remote", Usage: "let --ui listen on an address other than loopback"},
 			&cli.StringFlag{Name: "cpu-profile", Hidden: true, Usage: "write a Go CPU profile of the whole run to `FILE` (performance work; see BENCHMARKS.md)"},
+			&cli.BoolFlag{Name: "goroutine-relay", Hidden: true, Usage: "relay on a goroutine per connection instead of the event loops (comparisons; see BENCHMARKS.md)"},
 			&cli.StringFlag{Name: "mem-profile", Hidden: true, Usage: "write a Go allocation profile of the whole run to `FILE` when it ends (performance work)"},
 			&cli.StringFlag{Name: "trace", Hidden: true, Usage: "write a Go execution trace of the whole run to `FILE` (scheduling work: go tool trace)"},
 		},
@@ -126,20 +127,21 @@ func startConfig(c *cli.Context) (daemon.Config, error) {
 		return daemon.Config{}, fmt.Errorf("bad --max-conns %d: must be positive (or 0 for what the open-file limit fits)", c.Int("max-conns"))
 	}
 	return daemon.Config{
-		MaxConns:   c.Int("max-conns"),
-		StateDir:   c.String("state-dir"),
-		Socket:     socketPath(c),
-		Group:      c.String("group"),
-		Port:       uint16(port),
-		Bypass:     append(pol.Bypass, bypass...),
-		BlockQUIC:  blockQUIC,
-		Policy:     pol,
-		MaxPending: c.Int("max-pending"),
-		Capture:    c.Bool("capture"),
-		Ifaces:     ifaces,
-		PTR:        c.Bool("ptr"),
-		Version:    version,
-		Logger:     log,
+		MaxConns:       c.Int("max-conns"),
+		GoroutineRelay: c.Bool("goroutine-relay"),
+		StateDir:       c.String("state-dir"),
+		Socket:         socketPath(c),
+		Group:          c.String("group"),
+		Port:           uint16(port),
+		Bypass:         append(pol.Bypass, bypass...),
+		BlockQUIC:      blockQUIC,
+		Policy:         pol,
+		MaxPending:     c.Int("max-pending"),
+		Capture:        c.Bool("capture"),
+		Ifaces:         ifaces,
+		PTR:            c.Bool("ptr"),
+		Version:        version,
+		Logger:         log,
 	}, nil
 }
 

@@ -1,0 +1,264 @@
+package proxy
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/netshape/netshape/flow"
+)
+
+// loopsOnly skips a test of the event loops when the suite runs its second
+// pass on the goroutine relay.
+func loopsOnly(t *testing.T) {
+	t.Helper()
+	if goroutineRelay {
+		t.Skip("a test of the event loops")
+	}
+}
+
+// liveConn returns the proxy's only live flow.
+func liveConn(t *testing.T, p *Proxy) *conn {
+	t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.live) != 1 {
+		t.Fatalf("%d live flows, want 1", len(p.live))
+	}
+	for _, c := range p.live {
+		return c
+	}
+	return nil
+}
+
+// The loops relay flows that need not wait, and an idle flow costs them no
+// goroutine at all (nor a pipe: TestIdleRelayHoldsNoPipe).
+func TestLoopOwnsFlowsWithoutGoroutines(t *testing.T) {
+	loopsOnly(t)
+	h := newHarness(t, Hooks{})
+	h.server(echoServer)
+	c := h.dial()
+	echo(t, c, "first")
+	if liveConn(t, h.p).lp.Load() == nil {
+		t.Fatal("the flow is not on an event loop")
+	}
+	g0 := runtime.NumGoroutine()
+	const n = 300
+	for i := 0; i < n; i++ {
+		echo(t, h.dial(), "x")
+	}
+	time.Sleep(20 * time.Millisecond) // what would linger on goroutines has ended
+	// The echo server holds one goroutine per connection; the relay none.
+	if g := runtime.NumGoroutine() - g0; g > n+10 {
+		t.Fatalf("%d more goroutines for %d idle relayed connections (the server's %d included)", g, n, n)
+	}
+	echo(t, c, "still relayed")
+}
+
+// A flow whose limiter may wait (a rate limit) is relayed on goroutines
+// from the start, with the same bytes and counters.
+func TestLoopHandsRateLimitedFlowToGoroutines(t *testing.T) {
+	loopsOnly(t)
+	lim := &fakeLimiter{max: 64 << 10, quota: 1 << 40}
+	lim.waits.Store(true)
+	h := newHarness(t, Hooks{Limit: func(f *flow.Flow) (Limiter, error) { return lim, nil }})
+	const size = 8 << 20
+	h.server(func(c *net.TCPConn) { io.CopyN(c, stream(), size) })
+	c := h.dial()
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	got := sha256.New()
+	if n, err := io.Copy(got, c); n != size || err != nil {
+		t.Fatalf("client got %d bytes, %v; want %d", n, err, size)
+	}
+	want := sha256.New()
+	io.CopyN(want, stream(), size)
+	if !bytes.Equal(got.Sum(nil), want.Sum(nil)) {
+		t.Fatal("bytes differ")
+	}
+	c.Close()
+	fs := h.waitClosed(1)
+	if fs[0].BytesIn != size || lim.grants.Load() == 0 || !lim.closed.Load() {
+		t.Fatalf("flow %+v; limiter asked %d times, closed %v", fs[0], lim.grants.Load(), lim.closed.Load())
+	}
+}
+
+// A rate limit that starts to apply mid-flow moves the flow to goroutines,
+// which may wait, without losing, repeating or miscounting a byte.
+func TestLoopHandsOffMidFlow(t *testing.T) {
+	loopsOnly(t)
+	lim := &fakeLimiter{max: 1 << 20, quota: 1 << 40}
+	h := newHarness(t, Hooks{Limit: func(f *flow.Flow) (Limiter, error) { return lim, nil }})
+	const size = 64 << 20
+	start := make(chan struct{})
+	h.server(func(c *net.TCPConn) {
+		io.CopyN(c, stream(), 1<<20)
+		<-start
+		io.CopyN(c, stream(), size-1<<20)
+	})
+	c := h.dial()
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	got := sha256.New()
+	if _, err := io.CopyN(got, c, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	if liveConn(t, h.p).lp.Load() == nil {
+		t.Fatal("the flow is not on an event loop before the rule")
+	}
+	lim.waits.Store(true) // a rate rule was added
+	close(start)
+	if n, err := io.Copy(got, c); n != size-1<<20 || err != nil {
+		t.Fatalf("client got %d more bytes, %v; want %d", n, err, size-1<<20)
+	}
+	want := sha256.New()
+	io.CopyN(want, stream(), 1<<20)
+	io.CopyN(want, stream(), size-1<<20)
+	if !bytes.Equal(got.Sum(nil), want.Sum(nil)) {
+		t.Fatal("bytes differ")
+	}
+	c.Close()
+	fs := h.waitClosed(1)
+	if fs[0].BytesIn != size || lim.grants.Load() == 0 || !lim.closed.Load() {
+		t.Fatalf("flow %+v; limiter asked %d times after the rule, closed %v", fs[0], lim.grants.Load(), lim.closed.Load())
+	}
+}
+
+// An upstream that never answers the SYN is given up after DialTimeout and
+// the client reset, on either relay. The server's accept queue is full, so
+// the kernel drops new SYNs (loopback only, nothing leaves the machine).
+func TestDialTimeout(t *testing.T) {
+	lfd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(lfd)
+	if err := unix.Bind(lfd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(lfd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, _ := unix.Getsockname(lfd)
+	target := addrPortOf(sa)
+	// Fill the accept queue: nothing accepts here.
+	for i := 0; i < 3; i++ {
+		d := net.Dialer{Timeout: 200 * time.Millisecond}
+		if c, err := d.Dial("tcp", target.String()); err == nil {
+			defer c.Close()
+		}
+	}
+	h := newHarnessWith(t, Hooks{}, func(c *Config) { c.DialTimeout = 300 * time.Millisecond })
+	h.target.Store(target)
+	start := time.Now()
+	h.expectReset()
+	fs := h.waitClosed(1)
+	if el := time.Since(start); el > 5*time.Second {
+		t.Fatalf("reset after %v, want about the 300ms dial timeout", el)
+	}
+	if !strings.Contains(fs[0].Err, "timeout") {
+		t.Fatalf("flow error %q, want a timeout", fs[0].Err)
+	}
+	if st := h.p.Stats(); st.Failed != 1 {
+		t.Fatalf("failed flows %d, want 1", st.Failed)
+	}
+}
+
+// CutFlows (a quota ran out elsewhere) ends a loop's flow cleanly: FIN to
+// both sides, no reset.
+func TestCutFlowsOnLoop(t *testing.T) {
+	h := newHarness(t, Hooks{})
+	srvEOF := make(chan error, 1)
+	h.server(func(c *net.TCPConn) {
+		c.Write([]byte("hello"))
+		_, err := io.Copy(io.Discard, c)
+		srvEOF <- err
+	})
+	c := h.dial()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b := make([]byte, 5)
+	if _, err := io.ReadFull(c, b); err != nil {
+		t.Fatal(err)
+	}
+	if n := h.p.CutFlows(func(*flow.Flow) bool { return true }, "quota used up"); n != 1 {
+		t.Fatalf("CutFlows cut %d flows, want 1", n)
+	}
+	if n, err := c.Read(b); n != 0 || err != io.EOF {
+		t.Fatalf("client read after the cut: %d, %v; want EOF", n, err)
+	}
+	select {
+	case err := <-srvEOF:
+		if err != nil {
+			t.Fatalf("server saw %v, want EOF", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("server saw no EOF")
+	}
+	if fs := h.waitClosed(1); fs[0].Err != "quota used up" {
+		t.Fatalf("flow %+v", fs[0])
+	}
+}
+
+// Redirected IPv6 connections run on the loops too.
+func TestLoopIPv6(t *testing.T) {
+	ln, err := net.ListenTCP("tcp6", &net.TCPAddr{IP: net.IPv6loopback})
+	if err != nil {
+		t.Skip("no IPv6 loopback:", err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.AcceptTCP()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); echoServer(c) }()
+		}
+	}()
+	h := newHarnessWith(t, Hooks{}, func(c *Config) {
+		c.Listen = []netip.AddrPort{netip.MustParseAddrPort("[::1]:0")}
+	})
+	h.target.Store(ln.Addr().(*net.TCPAddr).AddrPort())
+	c := h.dial()
+	echo(t, c, "over v6")
+	c.Close()
+	fs := h.waitClosed(1)
+	if !fs[0].Src.Addr().Is6() || fs[0].BytesOut != 7 || fs[0].BytesIn != 7 {
+		t.Fatalf("flow %+v", fs[0])
+	}
+}
+
+// A connection the loops cannot give an upstream socket to is reset, not
+// leaked, and the proxy goes on.
+func TestLoopSocketFailure(t *testing.T) {
+	h := newHarnessWith(t, Hooks{}, func(c *Config) {
+		c.DialControl = func(string, string, syscall.RawConn) error { return errors.New("mark refused") }
+	})
+	h.server(echoServer)
+	h.expectReset()
+	if fs := h.waitClosed(1); !strings.Contains(fs[0].Err, "mark refused") {
+		t.Fatalf("flow %+v", fs[0])
+	}
+}
+
+// stream returns the same endless byte sequence each time: a long transfer
+// checked by hash without holding it in memory.
+func stream() io.Reader { return &pattern{} }
+
+type pattern struct{ i uint64 }
+
+func (r *pattern) Read(b []byte) (int, error) {
+	for k := range b {
+		b[k] = byte((r.i * 2654435761) >> 13)
+		r.i++
+	}
+	return len(b), nil
+}
