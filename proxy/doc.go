@@ -8,9 +8,9 @@
 // one locked thread per CPU with an edge-triggered epoll set accepts,
 // identifies, decides, dials (non-blocking) and splices, running the hooks
 // inline, with no goroutine per connection and no runtime poller in the way;
-// an idle flow costs its two sockets and ~1 KiB of heap. A flow that must
-// wait (a decision on the host name, a prompt, a rate limit, also one added
-// mid-flow) is handed to the goroutine relay below, which every OS has.
+// an idle flow costs its two sockets and a little heap. A flow that must
+// block (a prompt, a rate limit, also one added mid-flow) is handed to the
+// goroutine relay below, which every OS has.
 //
 // The goroutine relay keeps both sides as *net.TCPConn and copies in bounded chunks
 // (1 MiB, or what the flow's limiter grants) so that byte counters, shaping

@@ -25,12 +25,13 @@ import (
 // the process lookup is a BPF map read, the decision and the limiter's
 // attach are in memory). Over the goroutine design, in namespace pairs with
 // every feature on: added p50 latency ~60 µs lower, ~10% more connections
-// per second at ~30 µs less CPU each (BENCHMARKS.md round 5). A flow goes
-// to the goroutine path (conn.go) when it needs to wait: a decision that
-// depends on the host name (the client's first bytes, bounded by PeekWait),
-// a prompt (Ask), or a rate limit (Limiter.Grant may wait), also when a
-// rate rule starts to apply mid-flow. Bytes move with splice(2) through a
-// pipe per direction taken only while bytes wait in it.
+// per second at ~30 µs less CPU each (BENCHMARKS.md round 5). When a
+// decision may depend on the host name, the loop itself waits (bounded by
+// PeekWait) for the client's first bytes. A flow goes to the goroutine path
+// (conn.go) when it needs to block: a prompt (Ask) or a rate limit
+// (Limiter.Grant may wait), also when a rate rule starts to apply mid-flow.
+// Bytes move with splice(2) through a pipe per direction taken only while
+// bytes wait in it.
 
 // waiter is implemented by limiters that can tell whether Grant may wait in
 // direction d now (a rate limit applies); quotas never make it wait. Flows
@@ -63,6 +64,14 @@ type lflow struct {
 	dialing  bool
 	deadline time.Time // of the dial
 	sniffed  bool      // the client's first bytes were looked at
+
+	// Waiting for the client's first bytes before the decision (a rule
+	// may depend on the host name): until sniffBy, or splitWait after a
+	// first message began to arrive.
+	sniffing bool
+	sniffBy  time.Time
+	begun    bool
+	f        flow.Flow // the flow as identified, while sniffing
 	toGo     bool      // hand to the goroutine path once the pipes are empty
 	cutErr   error     // the limiter cut the flow: end it once the pipes are empty
 	done     bool
@@ -78,6 +87,7 @@ type loop struct {
 	gen   uint32
 
 	dialing    map[*lflow]struct{}
+	sniffing   map[*lflow]struct{}
 	pausedTill time.Time // accepting paused (out of descriptors) until then
 	paused     bool
 
@@ -106,7 +116,7 @@ func (p *Proxy) startLoops() ([]*loop, error) {
 		return nil, err
 	}
 	for range n {
-		l := &loop{p: p, flows: map[int]*lside{}, dialing: map[*lflow]struct{}{}, ep: -1, wake: -1}
+		l := &loop{p: p, flows: map[int]*lside{}, dialing: map[*lflow]struct{}{}, sniffing: map[*lflow]struct{}{}, ep: -1, wake: -1}
 		loops = append(loops, l)
 		var err error
 		if l.ep, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
@@ -246,6 +256,9 @@ func (l *loop) run() error {
 		if len(l.dialing) > 0 || l.paused {
 			timeout = 100
 		}
+		if len(l.sniffing) > 0 {
+			timeout = l.sniffTimeout(timeout)
+		}
 		n, err := unix.EpollWait(l.ep, evs, timeout)
 		if err == unix.EINTR {
 			continue
@@ -272,6 +285,9 @@ func (l *loop) run() error {
 				}
 				l.event(s, ev.Events)
 			}
+		}
+		if len(l.sniffing) > 0 {
+			l.sniffTimers(time.Now())
 		}
 		if now := time.Now(); now.Sub(lastScan) >= 100*time.Millisecond {
 			lastScan = now
@@ -382,11 +398,6 @@ func (l *loop) newFlow(fd int, sa unix.Sockaddr) {
 		resetFD(fd)
 		return
 	}
-	if h.NeedsHost != nil && h.NeedsHost() {
-		// The decision waits (bounded) for the client's first bytes.
-		l.toGoroutine(fd, p.handle)
-		return
-	}
 	c := &conn{p: p, ctx: p.ctx, cancel: noCancel}
 	c.f = flow.Flow{ID: p.nextID.Add(1), Src: src, Dst: dst, Start: time.Now(), State: flow.StateDialing, UID: -1}
 	fl := &lflow{c: c}
@@ -416,6 +427,28 @@ func (l *loop) newFlow(fd int, sa unix.Sockaddr) {
 	if h.Name != nil {
 		f.Host, f.HostSource = h.Name(f.Dst.Addr())
 	}
+	if h.NeedsHost != nil && h.NeedsHost() {
+		// A decision may depend on the host name: wait (bounded) for the
+		// client's first bytes, TLS SNI or HTTP Host, before deciding.
+		fl.f = f
+		l.startSniff(fl)
+		return
+	}
+	l.decide(fl, f, false)
+}
+
+// decide carries a flow on from its identification: interface, decision,
+// limiter, dial, or a hand-off to goroutines when it must wait.
+func (l *loop) decide(fl *lflow, f flow.Flow, sniffed bool) {
+	p, h, c := l.p, &l.p.cfg.Hooks, fl.c
+	var err error
+	defer func() {
+		if r := recover(); r != nil {
+			p.log.Error("panic in flow; flow reset, daemon continues", "flow", c.f.ID, "panic", r, "stack", string(debug.Stack()))
+			c.setErr(fmt.Sprintf("internal error: %v", r))
+			l.abortFlow(fl, "internal error")
+		}
+	}()
 	if h.NeedsIface != nil && h.NeedsIface() {
 		f.Iface = p.routeIface(f.Dst)
 	}
@@ -426,7 +459,7 @@ func (l *loop) newFlow(fd int, sa unix.Sockaddr) {
 	}
 	if action == Ask {
 		c.update(func(cf *flow.Flow) { cf.Verdict, cf.RuleID = f.Verdict, f.RuleID })
-		l.handOff(fl, func() bool { return c.decided(&f, false, Ask) })
+		l.handOff(fl, func() bool { return c.decided(&f, sniffed, Ask) })
 		return
 	}
 	c.update(func(cf *flow.Flow) { cf.Verdict, cf.RuleID = f.Verdict, f.RuleID })
@@ -448,7 +481,7 @@ func (l *loop) newFlow(fd int, sa unix.Sockaddr) {
 	if fl.lim != nil && !l.mayRun(fl.lim) {
 		lim := fl.lim
 		fl.lim = nil
-		l.handOff(fl, func() bool { return c.dialRelay(&f, false, lim) })
+		l.handOff(fl, func() bool { return c.dialRelay(&f, sniffed, lim) })
 		return
 	}
 	l.dial(fl)
@@ -555,6 +588,10 @@ func (l *loop) event(s *lside, events uint32) {
 			l.abortFlow(fl, "internal error")
 		}
 	}()
+	if fl.sniffing {
+		l.sniffSetup(fl, time.Now())
+		return
+	}
 	if fl.dialing {
 		if s != &fl.up {
 			return // the client's bytes wait for the upstream
@@ -744,6 +781,7 @@ func (l *loop) sniff(fl *lflow) {
 // whose pipes are empty or that are being reset.
 func (l *loop) release(fl *lflow) {
 	delete(l.dialing, fl)
+	delete(l.sniffing, fl)
 	for _, s := range []*lside{&fl.cli, &fl.up} {
 		if s.fd >= 0 && l.flows[s.fd] == s {
 			delete(l.flows, s.fd)
@@ -922,4 +960,94 @@ func (l *loop) handOffRelay(fl *lflow, lim Limiter) {
 	c.lp.Store(nil)
 	// Half-closes already done stay done; an ended direction ends at once.
 	go c.relayFrom(up, lim, false, fl.cli.eof, fl.up.eof)
+}
+
+// startSniff waits for the client's first bytes before the decision.
+func (l *loop) startSniff(fl *lflow) {
+	l.gen++
+	fl.gen = l.gen
+	fl.sniffing, fl.sniffBy = true, time.Now().Add(l.p.cfg.PeekWait)
+	l.sniffing[fl] = struct{}{}
+	l.flows[fl.cli.fd] = &fl.cli
+	unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, fl.cli.fd, &unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fl.cli.fd), Pad: int32(fl.gen)})
+	l.sniffSetup(fl, time.Now()) // the bytes may be there already
+}
+
+// sniffSetup looks at the client's first bytes of a flow waiting for them
+// and, once they name a host, show that none will come, or the wait is
+// over, decides the flow. As conn.sniff with splitWait.
+func (l *loop) sniffSetup(fl *lflow, now time.Time) {
+	f := &fl.f
+	pool := &l.p.peekBufs.big // 16 KiB: a large ClientHello whole
+	bp := pool.Get().(*[]byte)
+	n, _, err := unix.Recvfrom(fl.cli.fd, *bp, unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	done, found := false, false
+	switch {
+	case err == unix.EAGAIN:
+	case err != nil || n == 0:
+		done = true // the client closed or failed: no name will come
+		fl.sniffed = true
+	default:
+		host, src, derr := sniff.Detect((*bp)[:n])
+		_, perr := netip.ParseAddr(host)
+		switch {
+		case derr == nil && host != "" && perr != nil:
+			f.Host, f.HostSource = host, src
+			if h := l.p.cfg.Hooks.Sniffed; h != nil {
+				h(f)
+			}
+			done, found = true, true
+		case errors.Is(derr, sniff.ErrNeedMore) && n < len(*bp):
+			if !fl.begun { // a message split over segments: its rest comes at once
+				fl.begun = true
+				if d := now.Add(splitWait); d.Before(fl.sniffBy) {
+					fl.sniffBy = d
+				}
+			}
+		default:
+			done = true // neither TLS nor HTTP, or an address literal: nothing to wait for
+			fl.sniffed = true
+		}
+	}
+	pool.Put(bp)
+	if !done && now.Before(fl.sniffBy) {
+		return
+	}
+	fl.sniffing = false
+	delete(l.sniffing, fl)
+	delete(l.flows, fl.cli.fd)
+	unix.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, fl.cli.fd, nil)
+	if found {
+		fl.sniffed = true
+	} else if f.Host == "" && l.p.cfg.Hooks.Name != nil {
+		// A client that sent nothing was waited for: the DNS answer it
+		// resolved may have been learnt meanwhile.
+		f.Host, f.HostSource = l.p.cfg.Hooks.Name(f.Dst.Addr())
+	}
+	l.decide(fl, *f, found)
+}
+
+// sniffTimeout shortens an epoll_wait timeout (ms, -1 none) to the earliest
+// end of a wait for a client's first bytes.
+func (l *loop) sniffTimeout(timeout int) int {
+	now := time.Now()
+	for fl := range l.sniffing {
+		ms := int(fl.sniffBy.Sub(now)/time.Millisecond) + 1
+		if ms < 0 {
+			ms = 0
+		}
+		if timeout < 0 || ms < timeout {
+			timeout = ms
+		}
+	}
+	return timeout
+}
+
+// sniffTimers decides the flows whose wait for their first bytes is over.
+func (l *loop) sniffTimers(now time.Time) {
+	for fl := range l.sniffing {
+		if !now.Before(fl.sniffBy) {
+			l.sniffSetup(fl, now)
+		}
+	}
 }

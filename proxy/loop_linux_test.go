@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -261,4 +262,65 @@ func (r *pattern) Read(b []byte) (int, error) {
 		r.i++
 	}
 	return len(b), nil
+}
+
+// With host-name rules the loop itself waits (bounded) for the client's
+// first bytes before deciding: a client that sends nothing is decided after
+// PeekWait, a request split over two writes is read whole, and both flows
+// stay on the loop.
+func TestLoopWaitsForHost(t *testing.T) {
+	loopsOnly(t)
+	var mu sync.Mutex
+	var decided []string
+	h := newHarness(t, Hooks{
+		NeedsHost: func() bool { return true },
+		Decide: func(f *flow.Flow) Action {
+			mu.Lock()
+			decided = append(decided, f.Host)
+			mu.Unlock()
+			return Allow
+		},
+	})
+	h.server(func(c *net.TCPConn) {
+		c.Write([]byte("220 ready\r\n"))
+		io.Copy(io.Discard, c)
+	})
+	c := h.dial()
+	start := time.Now()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b := make([]byte, 11)
+	if _, err := io.ReadFull(c, b); err != nil || string(b) != "220 ready\r\n" {
+		t.Fatalf("banner %q, %v", b, err)
+	}
+	if el := time.Since(start); el < 40*time.Millisecond || el > 2*time.Second {
+		t.Errorf("a client that sends nothing was decided after %v, want about PeekWait (50ms)", el)
+	}
+	if liveConn(t, h.p).lp.Load() == nil {
+		t.Error("the flow left the loop")
+	}
+	c.Close()
+	h.waitClosed(1)
+
+	c = h.dial()
+	c.Write([]byte("GET / HTTP/1.1\r\nHo"))
+	time.Sleep(3 * time.Millisecond)
+	c.Write([]byte("st: split.example.test\r\n\r\n"))
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(c, b); err != nil {
+		t.Fatal(err)
+	}
+	if liveConn(t, h.p).lp.Load() == nil {
+		t.Error("the flow left the loop")
+	}
+	c.Close()
+	fs := h.waitClosed(2)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(decided) != 2 || decided[0] != "" || decided[1] != "split.example.test" {
+		t.Fatalf("decided on hosts %q, want \"\" then split.example.test", decided)
+	}
+	sortByID(fs)
+	if fs[1].Host != "split.example.test" || fs[1].HostSource != flow.HostHTTP {
+		t.Fatalf("flow %+v", fs[1])
+	}
 }
