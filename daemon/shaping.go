@@ -50,13 +50,18 @@ func (d *Daemon) newShaper() {
 
 func (d *Daemon) matchSelector(pattern string, f *flow.Flow) bool {
 	if id, ok := strings.CutPrefix(pattern, selRule); ok {
+		// The shaper asks about its own copy of the flow: match by ID (one
+		// flow's path is not rebuilt while it is being attached). Most flows
+		// match no limit or quota rule: answer those without parsing.
+		a := d.attaching.Load()
+		if a != nil && a.id == f.ID && len(a.ids) == 0 {
+			return false
+		}
 		n, err := strconv.ParseInt(id, 10, 64)
 		if err != nil {
 			return false
 		}
-		// The shaper asks about its own copy of the flow: match by ID (one
-		// flow's path is not rebuilt while it is being attached).
-		if a := d.attaching.Load(); a != nil && a.id == f.ID {
+		if a != nil && a.id == f.ID {
 			return slices.Contains(a.ids, n)
 		}
 		return slices.Contains(d.limitIDs(f), n)

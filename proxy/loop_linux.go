@@ -74,6 +74,7 @@ type lflow struct {
 	f        flow.Flow // the flow as identified, while sniffing
 	toGo     bool      // hand to the goroutine path once the pipes are empty
 	cutErr   error     // the limiter cut the flow: end it once the pipes are empty
+	queued   bool      // in the loop's ready list: it stopped moving bytes with more to read
 	done     bool
 }
 
@@ -88,6 +89,8 @@ type loop struct {
 
 	dialing    map[*lflow]struct{}
 	sniffing   map[*lflow]struct{}
+	ready      []*lflow // flows to pump again after this round of events (fairness)
+	spare      []*lflow
 	pausedTill time.Time // accepting paused (out of descriptors) until then
 	paused     bool
 
@@ -259,6 +262,9 @@ func (l *loop) run() error {
 		if len(l.sniffing) > 0 {
 			timeout = l.sniffTimeout(timeout)
 		}
+		if len(l.ready) > 0 {
+			timeout = 0 // flows with bytes left: poll, then carry on with them
+		}
 		n, err := unix.EpollWait(l.ep, evs, timeout)
 		if err == unix.EINTR {
 			continue
@@ -285,6 +291,9 @@ func (l *loop) run() error {
 				}
 				l.event(s, ev.Events)
 			}
+		}
+		if len(l.ready) > 0 {
+			l.runReady()
 		}
 		if len(l.sniffing) > 0 {
 			l.sniffTimers(time.Now())
@@ -536,14 +545,27 @@ func (l *loop) dial(fl *lflow) {
 		l.dialFailed(fl, os.NewSyscallError("connect", err))
 		return
 	}
-	l.gen++
-	fl.gen = l.gen
 	fl.dialing, fl.deadline = true, time.Now().Add(p.cfg.DialTimeout)
 	l.dialing[fl] = struct{}{}
-	l.flows[fl.cli.fd], l.flows[fd] = &fl.cli, &fl.up
-	const evs = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
-	unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, fl.cli.fd, &unix.EpollEvent{Events: evs, Fd: int32(fl.cli.fd), Pad: int32(fl.gen)})
-	unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: evs, Fd: int32(fd), Pad: int32(fl.gen)})
+	if fl.gen == 0 { // else the client is registered already (it was sniffed)
+		l.register(fl, &fl.cli)
+	}
+	l.flows[fd] = &fl.up
+	unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: sideEvents, Fd: int32(fd), Pad: int32(fl.gen)})
+}
+
+// sideEvents: what a flow's sockets are watched for, edge-triggered.
+const sideEvents = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
+
+// register gives fl its generation and watches its client socket s.
+func (l *loop) register(fl *lflow, s *lside) {
+	l.gen++
+	if l.gen == 0 {
+		l.gen++ // 0 means unregistered
+	}
+	fl.gen = l.gen
+	l.flows[s.fd] = s
+	unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, s.fd, &unix.EpollEvent{Events: sideEvents, Fd: int32(s.fd), Pad: int32(fl.gen)})
 }
 
 // fdConn is a syscall.RawConn for a socket the loop owns, for DialControl.
@@ -589,7 +611,9 @@ func (l *loop) event(s *lside, events uint32) {
 		}
 	}()
 	if fl.sniffing {
-		l.sniffSetup(fl, time.Now())
+		if events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+			l.sniffSetup(fl, time.Now())
+		}
 		return
 	}
 	if fl.dialing {
@@ -610,6 +634,22 @@ func (l *loop) event(s *lside, events uint32) {
 		l.connected(fl)
 	}
 	l.pump(fl)
+}
+
+// runReady pumps the flows that stopped with bytes left in the last round,
+// after every other flow's events had their turn.
+func (l *loop) runReady() {
+	rd := l.ready
+	l.ready = l.spare[:0]
+	for i, fl := range rd {
+		rd[i] = nil
+		fl.queued = false
+		if fl.done || fl.dialing || fl.sniffing || l.flows[fl.cli.fd] != &fl.cli {
+			continue // ended or handed over meanwhile
+		}
+		l.event(&fl.cli, 0)
+	}
+	l.spare = rd[:0]
 }
 
 // pump moves what it can both ways, until each direction has nothing to
@@ -646,11 +686,17 @@ func (l *loop) pump(fl *lflow) {
 // errCut: move cut the flow (a quota ran out); it is being closed.
 var errCut = errors.New("cut")
 
+// moveBudget is how many reads one direction may do per turn: 4 MiB, a few
+// milliseconds at most, so a bulk flow does not keep a loop's other flows
+// waiting. A direction with more to read goes to the ready list and carries
+// on after the others' events.
+const moveBudget = 4
+
 // move copies from s to its peer until s has nothing or the peer takes no
 // more, then half-closes the peer once s reached EOF.
 func (l *loop) move(s *lside) error {
 	dst, fl := s.peer, s.fl
-	for {
+	for reads := 0; ; {
 		if s.inPipe > 0 {
 			n, err := spliceNB(s.pp.r, dst.fd, s.inPipe)
 			if err == unix.EAGAIN {
@@ -678,6 +724,14 @@ func (l *loop) move(s *lside) error {
 		if fl.toGo || fl.cutErr != nil {
 			return nil // read no more: the goroutines will, or the flow ends
 		}
+		if reads == moveBudget {
+			if !fl.queued {
+				fl.queued = true
+				l.ready = append(l.ready, fl)
+			}
+			return nil
+		}
+		reads++
 		want := chunk
 		if fl.lim != nil {
 			if w, ok := fl.lim.(waiter); ok && w.Waits(s.d) {
@@ -964,12 +1018,10 @@ func (l *loop) handOffRelay(fl *lflow, lim Limiter) {
 
 // startSniff waits for the client's first bytes before the decision.
 func (l *loop) startSniff(fl *lflow) {
-	l.gen++
-	fl.gen = l.gen
 	fl.sniffing, fl.sniffBy = true, time.Now().Add(l.p.cfg.PeekWait)
 	l.sniffing[fl] = struct{}{}
-	l.flows[fl.cli.fd] = &fl.cli
-	unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, fl.cli.fd, &unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fl.cli.fd), Pad: int32(fl.gen)})
+	// Watched as it will be while relaying: the registration stays.
+	l.register(fl, &fl.cli)
 	l.sniffSetup(fl, time.Now()) // the bytes may be there already
 }
 
@@ -1015,8 +1067,6 @@ func (l *loop) sniffSetup(fl *lflow, now time.Time) {
 	}
 	fl.sniffing = false
 	delete(l.sniffing, fl)
-	delete(l.flows, fl.cli.fd)
-	unix.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, fl.cli.fd, nil)
 	if found {
 		fl.sniffed = true
 	} else if f.Host == "" && l.p.cfg.Hooks.Name != nil {
