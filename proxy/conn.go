@@ -183,16 +183,21 @@ func (c *conn) run() bool {
 			f.Host, f.HostSource = h.Name(f.Dst.Addr())
 		}
 	}
+	return c.decided(&f, sniffed, c.decide(&f))
+}
+
+// decide finds the interface when a rule needs it, records what was learnt
+// about the flow and asks policy. The event loops call it too.
+func (c *conn) decide(f *flow.Flow) Action {
+	p, h := c.p, &c.p.cfg.Hooks
 	if h.NeedsIface != nil && h.NeedsIface() {
 		f.Iface = p.routeIface(f.Dst)
 	}
-	c.update(func(cf *flow.Flow) { copyIdentity(cf, &f) })
-
-	action := Allow
-	if h.Decide != nil {
-		action = h.Decide(&f)
+	c.update(func(cf *flow.Flow) { copyIdentity(cf, f) })
+	if h.Decide == nil {
+		return Allow
 	}
-	return c.decided(&f, sniffed, action)
+	return h.Decide(f)
 }
 
 // decided carries a flow on from its decision (holding it for an answer

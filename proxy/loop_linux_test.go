@@ -324,3 +324,74 @@ func TestLoopWaitsForHost(t *testing.T) {
 		t.Fatalf("flow %+v", fs[1])
 	}
 }
+
+// A direction reads at most moveBudget times per turn, then waits on the
+// ready list with its bytes still unread, so a bulk flow cannot keep its
+// loop from the other flows for as long as its sender keeps up.
+func TestMoveBudget(t *testing.T) {
+	defer func(b int) { moveBudget = b }(moveBudget)
+	moveBudget = 2
+	// src: 6 MiB waiting in a socket with room for them; dst: drained.
+	srcFar, srcNear := tcpPair(t)
+	unix.SetsockoptInt(fdOf(t, srcNear), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 16<<20)
+	dstNear, dstFar := tcpPair(t)
+	go io.Copy(io.Discard, dstFar)
+	const size = 6 << 20
+	if _, err := io.CopyN(srcFar, stream(), size); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // all in srcNear's receive queue
+	p, err := New(Config{Listen: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:0")}, OriginalDst: func(*net.TCPConn) (netip.AddrPort, error) { return netip.AddrPort{}, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	l := &loop{p: p, flows: map[int]*lside{}}
+	c := &conn{p: p, ctx: p.ctx, cancel: noCancel}
+	fl := &lflow{c: c}
+	fl.cli = lside{fd: fdOf(t, srcNear), fl: fl, d: Out}
+	fl.up = lside{fd: fdOf(t, dstNear), fl: fl, d: In}
+	fl.cli.peer, fl.up.peer = &fl.up, &fl.cli
+	if err := l.move(&fl.cli); err != nil {
+		t.Fatal(err)
+	}
+	moved := c.out.Load()
+	if !fl.queued || len(l.ready) != 1 || moved == 0 || moved > 2<<20 {
+		t.Fatalf("after one turn: queued %v, ready %d, moved %d bytes; want queued with at most 2 reads (2 MiB) moved", fl.queued, len(l.ready), moved)
+	}
+	// Later turns carry on where it stopped (a full destination is waited
+	// for, as its EPOLLOUT would), until every byte went through.
+	deadline := time.Now().Add(10 * time.Second)
+	for fl.queued = false; c.out.Load() < size || fl.cli.inPipe > 0; fl.queued = false {
+		if err := l.move(&fl.cli); err != nil {
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stuck at %d of %d bytes", c.out.Load(), size)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if fl.cli.havePP {
+		p.pipes.put(fl.cli.pp)
+	}
+}
+
+// tcpPair returns the two ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (a, b *net.TCPConn) {
+	t.Helper()
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	a, err = net.DialTCP("tcp", nil, ln.Addr().(*net.TCPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err = ln.AcceptTCP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a, b
+}
