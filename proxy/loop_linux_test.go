@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"errors"
+	"hash"
 	"io"
 	"net"
 	"net/netip"
@@ -81,15 +82,26 @@ func TestLoopHandsRateLimitedFlowToGoroutines(t *testing.T) {
 	if n, err := io.Copy(got, c); n != size || err != nil {
 		t.Fatalf("client got %d bytes, %v; want %d", n, err, size)
 	}
+	checkHandedOver(t, h, c, got, lim, size, size)
+}
+
+// checkHandedOver checks that what the client got (hashed in got) is the
+// server's streams of the given sizes, in order, and that the flow, once the
+// client closed, counted every byte and went through the goroutine relay
+// (its limiter was asked while it said it may wait).
+func checkHandedOver(t *testing.T, h *harness, c *net.TCPConn, got hash.Hash, lim *fakeLimiter, total int64, parts ...int64) {
+	t.Helper()
 	want := sha256.New()
-	io.CopyN(want, stream(), size)
+	for _, n := range parts {
+		io.CopyN(want, stream(), n)
+	}
 	if !bytes.Equal(got.Sum(nil), want.Sum(nil)) {
 		t.Fatal("bytes differ")
 	}
 	c.Close()
 	fs := h.waitClosed(1)
-	if fs[0].BytesIn != size || lim.grants.Load() == 0 || !lim.closed.Load() {
-		t.Fatalf("flow %+v; limiter asked %d times, closed %v", fs[0], lim.grants.Load(), lim.closed.Load())
+	if fs[0].BytesIn != total || lim.grants.Load() == 0 || !lim.closed.Load() {
+		t.Fatalf("flow %+v; limiter asked %d times while it may wait, closed %v", fs[0], lim.grants.Load(), lim.closed.Load())
 	}
 }
 
@@ -120,17 +132,7 @@ func TestLoopHandsOffMidFlow(t *testing.T) {
 	if n, err := io.Copy(got, c); n != size-1<<20 || err != nil {
 		t.Fatalf("client got %d more bytes, %v; want %d", n, err, size-1<<20)
 	}
-	want := sha256.New()
-	io.CopyN(want, stream(), 1<<20)
-	io.CopyN(want, stream(), size-1<<20)
-	if !bytes.Equal(got.Sum(nil), want.Sum(nil)) {
-		t.Fatal("bytes differ")
-	}
-	c.Close()
-	fs := h.waitClosed(1)
-	if fs[0].BytesIn != size || lim.grants.Load() == 0 || !lim.closed.Load() {
-		t.Fatalf("flow %+v; limiter asked %d times after the rule, closed %v", fs[0], lim.grants.Load(), lim.closed.Load())
-	}
+	checkHandedOver(t, h, c, got, lim, size, 1<<20, size-1<<20)
 }
 
 // An upstream that never answers the SYN is given up after DialTimeout and
