@@ -377,15 +377,16 @@ func (d *Daemon) stop() { d.stopOnce.Do(func() { close(d.stopc) }) }
 
 func (d *Daemon) hooks() proxy.Hooks {
 	h := proxy.Hooks{
-		Identify:   d.identify,
-		Name:       d.dnsName,
-		NameLater:  d.laterName,
-		NeedsHost:  func() bool { return d.rules.Load().needsHost },
-		NeedsIface: func() bool { return d.rules.Load().needsIface },
-		Decide:     d.decide,
-		Ask:        d.ask,
-		Limit:      d.limit,
-		Closed:     d.flowClosed,
+		Identify:     d.identify,
+		IdentifyFast: d.identifyFast,
+		Name:         d.dnsName,
+		NameLater:    d.laterName,
+		NeedsHost:    func() bool { return d.rules.Load().needsHost },
+		NeedsIface:   func() bool { return d.rules.Load().needsIface },
+		Decide:       d.decide,
+		Ask:          d.ask,
+		Limit:        d.limit,
+		Closed:       d.flowClosed,
 	}
 	return h
 }

@@ -23,6 +23,17 @@ func (d *Daemon) identify(f *flow.Flow) {
 	f.UID, f.User, f.Cgroup = p.UID, p.User, p.Cgroup
 }
 
+// identifyFast is identify when the BPF connect recorder has the
+// connection; false leaves the slower lookup to identify on a goroutine.
+func (d *Daemon) identifyFast(f *flow.Flow) bool {
+	p, ok := d.procs.LookupFast(f.Src, f.Dst)
+	if ok {
+		f.PID, f.PPID, f.Exe, f.Cmdline = p.PID, p.PPID, p.Exe, p.Cmdline
+		f.UID, f.User, f.Cgroup = p.UID, p.User, p.Cgroup
+	}
+	return ok
+}
+
 // dnsName is the name the app resolved for ip, learnt from DNS answers seen on
 // the wire.
 func (d *Daemon) dnsName(ip netip.Addr) (string, string) {

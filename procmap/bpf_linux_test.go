@@ -118,14 +118,28 @@ func TestBPFLookupChild(t *testing.T) {
 					t.Errorf("fallback only: stats = %+v, want zero", st)
 				}
 				if !bpf {
+					if _, ok := m.LookupFast(local, addrPort(tc.ln.Addr())); ok {
+						t.Error("LookupFast answered without a BPF recorder")
+					}
 					continue
 				}
-				// The record was taken; a second lookup is answered by the fallback.
+				// The record was taken: LookupFast has nothing, a second
+				// Lookup is answered by the fallback.
+				if _, ok := m.LookupFast(local, addrPort(tc.ln.Addr())); ok {
+					t.Error("LookupFast answered for a record already taken")
+				}
 				p, err = e.lookup(t, m, local, addrPort(tc.ln.Addr()))
 				wantChild(t, p, err, cmd)
-				if st := m.Stats(); st != (Stats{BPFHits: 1, BPFMisses: 1}) {
-					t.Errorf("stats after a second lookup = %+v, want 1 hit, 1 miss", st)
+				if st := m.Stats(); st != (Stats{BPFHits: 1, BPFMisses: 2}) {
+					t.Errorf("stats after LookupFast and a second lookup = %+v, want 1 hit, 2 misses", st)
 				}
+				// A fresh connection: LookupFast names it from its record.
+				cmd2, local2 := startChildIn(t, e.pair.Cli, "hold", tc.ln.Addr())
+				p, ok := m.LookupFast(local2, addrPort(tc.ln.Addr()))
+				if !ok {
+					t.Fatal("LookupFast found no record of a fresh connection")
+				}
+				wantChild(t, p, nil, cmd2)
 			}
 		})
 	}

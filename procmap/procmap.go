@@ -146,6 +146,35 @@ func (m *Map) Lookup(local, remote netip.AddrPort) (Proc, error) {
 	return p, err
 }
 
+// fastLooker is implemented by backends with a lookup that never waits on
+// the kernel beyond a map read (Linux's BPF connect records).
+type fastLooker interface {
+	lookupFast(local, remote netip.AddrPort) (Proc, bool)
+}
+
+// LookupFast answers as Lookup does when the BPF connect recorder has the
+// connection (a map read, a few µs), and reports false when only Lookup's
+// fallback could (sock_diag, /proc: up to milliseconds), or when there is no
+// recorder. A record it took is not there for Lookup again. For callers that
+// must not block, such as the proxy's event loops: on false they call Lookup
+// where waiting is fine.
+func (m *Map) LookupFast(local, remote netip.AddrPort) (Proc, bool) {
+	fl, ok := m.sys.(fastLooker)
+	if !ok || m.closed.Load() {
+		return Proc{UID: -1}, false
+	}
+	local = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
+	remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
+	if !local.IsValid() || !remote.IsValid() || local.Addr().Is4() != remote.Addr().Is4() {
+		return Proc{UID: -1}, false
+	}
+	p, ok := fl.lookupFast(local, remote)
+	if ok && p.UID >= 0 {
+		p.User = m.users.name(p.UID)
+	}
+	return p, ok
+}
+
 // InTree reports whether pid is root or one of its descendants, by walking
 // the parent chain. It is meant for `netshape run`: flows of a command and of
 // everything it started.

@@ -59,6 +59,13 @@ func (b *linuxBackend) lookup(local, remote netip.AddrPort) (Proc, error) {
 	return b.lookupDiag(local, remote)
 }
 
+func (b *linuxBackend) lookupFast(local, remote netip.AddrPort) (Proc, bool) {
+	if b.bpf == nil {
+		return Proc{UID: -1}, false
+	}
+	return b.lookupBPF(local, remote)
+}
+
 // lookupBPF answers from the connect record, if there is one whose process
 // still runs: the pid must be held by a process that started no later than
 // the connect, so a reused pid is not taken for the one that connected (see

@@ -22,10 +22,11 @@ import (
 // and relays its flows on one locked thread per CPU, each with an
 // edge-triggered epoll set, as HAProxy does, instead of a goroutine per
 // connection and direction. Every hook runs inline (they must not block:
-// the process lookup is a BPF map read, the decision and the limiter's
-// attach are in memory). Over the goroutine design, in namespace pairs with
-// every feature on: added p50 latency ~60 µs lower, ~10% more connections
-// per second at ~30 µs less CPU each (BENCHMARKS.md round 5). When a
+// the process lookup is IdentifyFast, a BPF map read, the decision and the
+// limiter's attach are in memory); a flow the fast lookup cannot name is
+// identified on a goroutine. Over the goroutine design, in namespace pairs
+// with every feature on: added p50 latency 20-90 µs lower, ~15% more
+// connections per second at ~35 µs less CPU each (BENCHMARKS.md round 5). When a
 // decision may depend on the host name, the loop itself waits (bounded by
 // PeekWait) for the client's first bytes. A flow goes to the goroutine path
 // (conn.go) when it needs to block: a prompt (Ask) or a rate limit
@@ -424,7 +425,15 @@ func (l *loop) newFlow(fd int, sa unix.Sockaddr) {
 	fl.cli.peer, fl.up.peer = &fl.up, &fl.cli
 	defer l.recoverFlow(fl)
 	f := c.snapshot()
-	if h.Identify != nil {
+	switch {
+	case h.IdentifyFast != nil:
+		if !h.IdentifyFast(&f) {
+			// Only the slow lookup could name the process (no BPF
+			// record): it runs on a goroutine, not on the loop.
+			l.handOff(fl, c.run)
+			return
+		}
+	case h.Identify != nil:
 		h.Identify(&f)
 	}
 	if h.Name != nil {

@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -396,4 +397,44 @@ func tcpPair(t *testing.T) (a, b *net.TCPConn) {
 	}
 	t.Cleanup(func() { a.Close(); b.Close() })
 	return a, b
+}
+
+// A flow whose process only the slow lookup can name (no BPF record) is
+// identified on a goroutine, not on the loop, and relayed there; one the
+// fast lookup names stays on the loop and never meets the slow one.
+func TestLoopSlowIdentifyOnGoroutine(t *testing.T) {
+	loopsOnly(t)
+	var fast atomic.Bool
+	var slowCalls atomic.Int32
+	h := newHarness(t, Hooks{
+		IdentifyFast: func(f *flow.Flow) bool {
+			if !fast.Load() {
+				return false
+			}
+			f.PID = 7
+			return true
+		},
+		Identify: func(f *flow.Flow) { slowCalls.Add(1); f.PID = 42 },
+	})
+	h.server(echoServer)
+	for _, tc := range []struct {
+		fast   bool
+		pid    int
+		onLoop bool
+	}{{false, 42, false}, {true, 7, true}} {
+		fast.Store(tc.fast)
+		c := h.dial()
+		echo(t, c, "who")
+		if on := liveConn(t, h.p).lp.Load() != nil; on != tc.onLoop {
+			t.Errorf("fast lookup %v: on the loop %v, want %v", tc.fast, on, tc.onLoop)
+		}
+		c.Close()
+		fs := h.waitClosed(1)
+		if f := fs[len(fs)-1]; f.PID != tc.pid || f.BytesOut != 3 || f.BytesIn != 3 {
+			t.Errorf("fast lookup %v: flow %+v, want pid %d and 3 bytes each way", tc.fast, f, tc.pid)
+		}
+	}
+	if n := slowCalls.Load(); n != 1 {
+		t.Errorf("the slow lookup ran %d times, want once (for the flow without a record)", n)
+	}
 }

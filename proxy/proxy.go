@@ -48,6 +48,11 @@ type Limiter interface {
 type Hooks struct {
 	// Identify fills in the owning process of f (PID, Exe, User, ...). It must not fail the flow.
 	Identify func(f *flow.Flow)
+	// IdentifyFast is Identify when that needs no wait (a BPF record) and
+	// reports whether it did; when it reports false the event loops hand
+	// the flow to a goroutine, which calls Identify. Optional: without it the
+	// loops call Identify.
+	IdentifyFast func(f *flow.Flow) bool
 	// Name returns a host name for ip that was learnt before the connection (DNS answers),
 	// and its source, or "" when none is known.
 	Name func(ip netip.Addr) (host, source string)
