@@ -348,9 +348,14 @@ func (l *loop) timers(now time.Time) {
 	}
 }
 
+// acceptBudget bounds the connections one turn accepts, so a burst of new
+// connections does not keep a loop from its flows' events; the listener is
+// level-triggered, so the rest are reported again at once.
+const acceptBudget = 64
+
 func (l *loop) accept(lfd int) {
 	p := l.p
-	for {
+	for range acceptBudget {
 		fd, sa, err := unix.Accept4(lfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
 		switch err {
 		case nil:
