@@ -338,6 +338,9 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	case err := <-errc:
 		if err != nil {
 			log.Error("fatal", "err", err)
+			// Rules first here too: closing the proxy (a deferred call that
+			// runs before the deferred removal) waits for its flows.
+			red.Remove()
 			return err
 		}
 	}

@@ -180,7 +180,11 @@ func (p *Proxy) serveLoops(loops []*loop) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errc <- l.run()
+			err := l.run()
+			if err != nil {
+				p.log.Error("an event loop stopped; its flows were reset, the other loops go on", "err", err)
+			}
+			errc <- err
 		}()
 	}
 	wg.Wait()
@@ -271,6 +275,7 @@ func (l *loop) run() error {
 			continue
 		}
 		if err != nil {
+			l.failed()
 			return fmt.Errorf("proxy event loop: epoll_wait: %w", err)
 		}
 		for i := range evs[:n] {
@@ -331,6 +336,20 @@ func (l *loop) requests() bool {
 		}
 	}
 	return quit
+}
+
+// failed ends a loop that cannot wait any more (epoll_wait failed: a bug,
+// not a condition): its flows are reset rather than stranded, so Close does
+// not wait for them forever, and nothing is posted to it from now on.
+func (l *loop) failed() {
+	l.mu.Lock()
+	l.quit = true
+	l.mu.Unlock()
+	for _, s := range l.flows {
+		if !s.fl.done {
+			l.abortFlow(s.fl, "proxy event loop failed")
+		}
+	}
 }
 
 // timers fails dials past their deadline and resumes accepting after a pause.

@@ -438,3 +438,31 @@ func TestLoopSlowIdentifyOnGoroutine(t *testing.T) {
 		t.Errorf("the slow lookup ran %d times, want once (for the flow without a record)", n)
 	}
 }
+
+// A loop that cannot wait any more (epoll_wait fails: a bug, not a
+// condition) resets its flows rather than stranding them, so Close, which
+// waits for every flow, still returns, and the daemon can exit.
+func TestLoopFailureResetsFlows(t *testing.T) {
+	loopsOnly(t)
+	h := newHarness(t, Hooks{})
+	h.server(echoServer)
+	c := h.dial()
+	echo(t, c, "x")
+	h.p.mu.Lock()
+	loops := h.p.loops
+	h.p.mu.Unlock()
+	for _, l := range loops {
+		l.post(func() { unix.Close(l.ep); l.ep = -1 })
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("client read after its loop failed: %v, want a reset", err)
+	}
+	done := make(chan struct{})
+	go func() { h.p.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not return after the loops failed")
+	}
+}
