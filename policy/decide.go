@@ -209,10 +209,20 @@ type Set struct {
 	byName     map[string][]int32 // exact host name
 	byWildcard map[string][]int32 // wildcard suffix
 	byIP       map[netip.Addr][]int32
-	byExe      map[string][]int32 // exe path
-	byApp      map[string][]int32 // exe base name
-	rest       []int32            // everything else (CIDR, user, port, iface, match-all)
+	byExe      map[string][]int32       // exe path
+	byApp      map[string][]int32       // exe base name
+	byCIDR     map[netip.Prefix][]int32 // CIDR, by its masked prefix
+	cidrBits   []cidrLen                // the prefix lengths byCIDR holds, to look each up once
+	byPort     map[uint16][]int32       // one destination port (and no host or app)
+	byIface    map[string][]int32       // interface (and no host, app or single port)
+	rest       []int32                  // everything else (user, port range, match-all)
 	hasLimits  bool
+}
+
+// cidrLen is a prefix length of one address family.
+type cidrLen struct {
+	is4  bool
+	bits int
 }
 
 // Compile validates and compiles rules. It fails on the first invalid rule,
@@ -224,6 +234,9 @@ func Compile(rules []Rule) (*Set, error) {
 		byIP:       map[netip.Addr][]int32{},
 		byExe:      map[string][]int32{},
 		byApp:      map[string][]int32{},
+		byCIDR:     map[netip.Prefix][]int32{},
+		byPort:     map[uint16][]int32{},
+		byIface:    map[string][]int32{},
 	}
 	s.rules = make([]compiled, 0, len(rules))
 	for i, r := range rules {
@@ -261,6 +274,18 @@ func Compile(rules []Rule) (*Set, error) {
 			s.byExe[c.app] = append(s.byExe[c.app], pos)
 		case c.app != "":
 			s.byApp[c.app] = append(s.byApp[c.app], pos)
+		case c.host.Kind == HostCIDR:
+			p := c.host.Prefix.Masked()
+			if _, ok := s.byCIDR[p]; !ok {
+				if l := (cidrLen{p.Addr().Is4(), p.Bits()}); !slices.Contains(s.cidrBits, l) {
+					s.cidrBits = append(s.cidrBits, l)
+				}
+			}
+			s.byCIDR[p] = append(s.byCIDR[p], pos)
+		case c.hasPort && c.port.Lo == c.port.Hi:
+			s.byPort[c.port.Lo] = append(s.byPort[c.port.Lo], pos)
+		case c.iface != "":
+			s.byIface[c.iface] = append(s.byIface[c.iface], pos)
 		default:
 			s.rest = append(s.rest, pos)
 		}
@@ -319,6 +344,20 @@ func (s *Set) Decide(f *flow.Flow, def Action, now time.Time) Verdict {
 	if f.Exe != "" {
 		consider(s.byExe[f.Exe])
 		consider(s.byApp[q.app])
+	}
+	if q.dst.IsValid() {
+		for _, l := range s.cidrBits {
+			if l.is4 == q.dst.Is4() {
+				p, _ := q.dst.Prefix(l.bits)
+				consider(s.byCIDR[p])
+			}
+		}
+	}
+	if len(s.byPort) > 0 {
+		consider(s.byPort[f.Dst.Port()])
+	}
+	if len(s.byIface) > 0 && f.Iface != "" {
+		consider(s.byIface[f.Iface])
 	}
 	consider(s.rest)
 
