@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 
@@ -245,15 +246,6 @@ func (l *loop) closeFDs() {
 	}
 }
 
-func (l *loop) isListener(fd int) bool {
-	for _, x := range l.lfds {
-		if x == fd {
-			return true
-		}
-	}
-	return false
-}
-
 func (l *loop) run() error {
 	runtime.LockOSThread()
 	defer l.closeFDs()
@@ -288,7 +280,7 @@ func (l *loop) run() error {
 				if l.requests() {
 					return nil
 				}
-			case l.isListener(fd):
+			case slices.Contains(l.lfds, fd):
 				l.accept(fd)
 			default:
 				s := l.flows[fd]
@@ -428,7 +420,7 @@ func (l *loop) newFlow(fd int, sa unix.Sockaddr) {
 		resetFD(fd)
 		return
 	}
-	if isListen(p.cfg.Listen, dst) {
+	if slices.Contains(p.cfg.Listen, dst) {
 		resetFD(fd)
 		return
 	}
@@ -526,15 +518,6 @@ func (l *loop) recoverFlow(fl *lflow) {
 func (l *loop) mayRun(lim Limiter) bool {
 	w, ok := lim.(waiter)
 	return ok && !w.Waits(In) && !w.Waits(Out)
-}
-
-func isListen(ls []netip.AddrPort, dst netip.AddrPort) bool {
-	for _, a := range ls {
-		if a == dst {
-			return true
-		}
-	}
-	return false
 }
 
 // dial starts the upstream connect.
@@ -961,19 +944,6 @@ func asTCP(fd int) (*net.TCPConn, error) {
 		return nil, errors.New("not a TCP socket")
 	}
 	return tc, nil
-}
-
-// toGoroutine hands a freshly accepted socket, not yet a flow, to fn on a
-// goroutine, as the accept loop would.
-func (l *loop) toGoroutine(fd int, fn func(*net.TCPConn)) {
-	tc, err := asTCP(fd)
-	if err != nil {
-		l.p.log.Warn("connection reset: cannot pass it to the goroutine path", "err", err)
-		resetFD(fd)
-		return
-	}
-	l.p.wg.Add(1)
-	go fn(tc)
 }
 
 // handOff passes a decided flow, not yet dialled, to the goroutine path,
