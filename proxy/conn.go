@@ -325,20 +325,13 @@ func (c *conn) sniff(f *flow.Flow, wait, more time.Duration) bool {
 			c.sniffDone = true // the client closed: no name will come
 			return false
 		}
-		host, src, err := sniff.Detect(buf[:n])
-		if _, perr := netip.ParseAddr(host); perr == nil {
-			c.sniffDone = true
-			return false // an address literal (Host: 10.0.0.1) names nothing
-		}
-		if err == nil && host != "" {
-			f.Host, f.HostSource = host, src
-			if h := c.p.cfg.Hooks.Sniffed; h != nil {
-				h(f)
-			}
+		host, src, says := nameIn(buf[:n])
+		switch says {
+		case namesHost:
+			c.named(f, host, src)
 			return true
-		}
-		if !errors.Is(err, sniff.ErrNeedMore) {
-			c.sniffDone = true // neither TLS nor HTTP: looking again finds nothing
+		case namesNothing:
+			c.sniffDone = true // looking again finds nothing
 			return false
 		}
 		if n == len(buf) {
@@ -363,6 +356,40 @@ func (c *conn) sniff(f *flow.Flow, wait, more time.Duration) bool {
 		}
 		// A ClientHello split over segments: wait for the rest.
 		time.Sleep(200 * time.Microsecond)
+	}
+}
+
+// firstBytes is what a client's first bytes say about the host it meant.
+type firstBytes uint8
+
+const (
+	namesNothing firstBytes = iota // neither TLS nor HTTP, or an address literal: looking again finds nothing
+	namesHost                      // a TLS SNI or HTTP Host name
+	namesMaybe                     // the start of a message: its rest may name a host
+)
+
+// nameIn reads a client's first bytes b for the host it meant (TLS SNI,
+// HTTP Host). An address literal (Host: 10.0.0.1) names nothing.
+func nameIn(b []byte) (host, src string, says firstBytes) {
+	host, src, err := sniff.Detect(b)
+	switch {
+	case errors.Is(err, sniff.ErrNeedMore):
+		return "", "", namesMaybe
+	case err != nil || host == "":
+		return "", "", namesNothing
+	}
+	if _, perr := netip.ParseAddr(host); perr == nil {
+		return "", "", namesNothing
+	}
+	return host, src, namesHost
+}
+
+// named records the host the client's first bytes named on f and tells
+// the Sniffed hook.
+func (c *conn) named(f *flow.Flow, host, src string) {
+	f.Host, f.HostSource = host, src
+	if h := c.p.cfg.Hooks.Sniffed; h != nil {
+		h(f)
 	}
 }
 

@@ -16,7 +16,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/netshape/netshape/flow"
-	"github.com/netshape/netshape/proxy/sniff"
 )
 
 // The event loops: on Linux the proxy accepts, identifies, decides, dials
@@ -815,21 +814,15 @@ func (l *loop) sniff(fl *lflow) {
 	if err != nil || n == 0 {
 		return
 	}
-	host, src, err := sniff.Detect((*bp)[:n])
-	if err != nil || host == "" {
+	host, src, says := nameIn((*bp)[:n])
+	if says != namesHost {
 		return
-	}
-	if _, perr := netip.ParseAddr(host); perr == nil {
-		return // an address literal names nothing
 	}
 	f := c.snapshot()
 	if f.HostSource == flow.HostSNI || f.HostSource == flow.HostHTTP {
 		return
 	}
-	f.Host, f.HostSource = host, src
-	if h := l.p.cfg.Hooks.Sniffed; h != nil {
-		h(&f)
-	}
+	c.named(&f, host, src)
 	c.update(func(cf *flow.Flow) { cf.Host, cf.HostSource = host, src })
 }
 
@@ -1030,16 +1023,12 @@ func (l *loop) sniffSetup(fl *lflow, now time.Time) {
 		done = true // the client closed or failed: no name will come
 		fl.sniffed = true
 	default:
-		host, src, derr := sniff.Detect((*bp)[:n])
-		_, perr := netip.ParseAddr(host)
+		host, src, says := nameIn((*bp)[:n])
 		switch {
-		case derr == nil && host != "" && perr != nil:
-			f.Host, f.HostSource = host, src
-			if h := l.p.cfg.Hooks.Sniffed; h != nil {
-				h(f)
-			}
+		case says == namesHost:
+			fl.c.named(f, host, src)
 			done, found = true, true
-		case errors.Is(derr, sniff.ErrNeedMore) && n < len(*bp):
+		case says == namesMaybe && n < len(*bp):
 			if !fl.begun { // a message split over segments: its rest comes at once
 				fl.begun = true
 				if d := now.Add(splitWait); d.Before(fl.sniffBy) {
