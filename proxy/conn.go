@@ -119,22 +119,27 @@ func reset(c *net.TCPConn) {
 }
 
 func (p *Proxy) handle(cc *net.TCPConn) {
-	relaying := false
-	defer func() {
-		if !relaying { // else the relay goroutines end the flow
-			p.wg.Done()
-		}
-	}()
+	c := p.accepted(cc)
+	if c == nil {
+		p.wg.Done()
+		return
+	}
+	c.carry(c.run)
+}
+
+// accepted makes a registered flow of a connection the accept loop took, or
+// resets the connection and returns nil.
+func (p *Proxy) accepted(cc *net.TCPConn) *conn {
 	dst, err := p.cfg.OriginalDst(cc)
 	if err != nil {
 		p.log.Debug("dropping connection without original destination", "client", cc.RemoteAddr(), "err", err)
 		reset(cc)
-		return
+		return nil
 	}
 	if slices.Contains(p.cfg.Listen, dst) {
 		// Redirected to ourselves: someone dialled the proxy port through the redirect.
 		reset(cc)
-		return
+		return nil
 	}
 	src := cc.RemoteAddr().(*net.TCPAddr).AddrPort()
 	src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
@@ -145,20 +150,26 @@ func (p *Proxy) handle(cc *net.TCPConn) {
 	if !p.register(c) {
 		c.cancel()
 		reset(cc)
-		return
+		return nil
 	}
-	relaying = c.setup()
-	if !relaying {
+	return c
+}
+
+// carry runs step, the flow's setup from some point on (all of it, or what
+// is left when an event loop hands the flow over), and ends the flow unless
+// step handed it to the relay goroutines, which then end it.
+func (c *conn) carry(step func() bool) {
+	if !c.setup(step) {
 		c.cancel()
-		p.unregister(c)
+		c.p.unregister(c)
+		c.p.wg.Done()
 	}
 }
 
-// setup identifies, decides and dials the flow. It reports whether it handed
-// the flow to the relay goroutines, which then end it.
-func (c *conn) setup() (relaying bool) {
+// setup runs step with a panic in it resetting the flow, not the daemon.
+func (c *conn) setup(step func() bool) (relaying bool) {
 	defer c.p.recoverFlow(c)
-	return c.run()
+	return step()
 }
 
 func (c *conn) run() bool {

@@ -90,6 +90,7 @@ type loop struct {
 
 	dialing    map[*lflow]struct{}
 	sniffing   map[*lflow]struct{}
+	budget     int      // reads per direction and turn: moveBudget
 	ready      []*lflow // flows to pump again after this round of events (fairness)
 	spare      []*lflow
 	pausedTill time.Time // accepting paused (out of descriptors) until then
@@ -120,7 +121,8 @@ func (p *Proxy) startLoops() ([]*loop, error) {
 		return nil, err
 	}
 	for range n {
-		l := &loop{p: p, flows: map[int]*lside{}, dialing: map[*lflow]struct{}{}, sniffing: map[*lflow]struct{}{}, ep: -1, wake: -1}
+		l := &loop{p: p, flows: map[int]*lside{}, dialing: map[*lflow]struct{}{}, sniffing: map[*lflow]struct{}{},
+			budget: moveBudget, ep: -1, wake: -1}
 		loops = append(loops, l)
 		var err error
 		if l.ep, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
@@ -692,7 +694,7 @@ var errCut = errors.New("cut")
 // other flows waiting for as long as its sender keeps up. A direction with
 // more to read goes to the ready list and carries on after the others'
 // events.
-var moveBudget = 8 // a variable for TestMoveBudget
+const moveBudget = 8
 
 // move copies from s to its peer until s has nothing or the peer takes no
 // more, then half-closes the peer once s reached EOF.
@@ -726,7 +728,7 @@ func (l *loop) move(s *lside) error {
 		if fl.toGo || fl.cutErr != nil {
 			return nil // read no more: the goroutines will, or the flow ends
 		}
-		if reads == moveBudget {
+		if reads == l.budget {
 			if !fl.queued {
 				fl.queued = true
 				l.ready = append(l.ready, fl)
@@ -955,18 +957,7 @@ func (l *loop) handOff(fl *lflow, step func() bool) {
 	c.client = tc
 	c.ctx, c.cancel = context.WithCancel(l.p.ctx)
 	c.lp.Store(nil)
-	go func() {
-		relaying := false
-		defer func() {
-			if !relaying {
-				c.cancel()
-				l.p.unregister(c)
-				l.p.wg.Done()
-			}
-		}()
-		defer l.p.recoverFlow(c)
-		relaying = step()
-	}()
+	go c.carry(step)
 }
 
 // handOffRelay passes a relaying flow, its pipes empty, to the goroutine

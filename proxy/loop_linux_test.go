@@ -328,12 +328,10 @@ func TestLoopWaitsForHost(t *testing.T) {
 	}
 }
 
-// A direction reads at most moveBudget times per turn, then waits on the
+// A direction reads at most its loop's budget times per turn, then waits on the
 // ready list with its bytes still unread, so a bulk flow cannot keep its
 // loop from the other flows for as long as its sender keeps up.
 func TestMoveBudget(t *testing.T) {
-	defer func(b int) { moveBudget = b }(moveBudget)
-	moveBudget = 2
 	// src: 6 MiB waiting in a socket with room for them; dst: drained.
 	srcFar, srcNear := tcpPair(t)
 	unix.SetsockoptInt(fdOf(t, srcNear), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 16<<20)
@@ -349,7 +347,7 @@ func TestMoveBudget(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	l := &loop{p: p, flows: map[int]*lside{}}
+	l := &loop{p: p, flows: map[int]*lside{}, budget: 2}
 	c := &conn{p: p, ctx: p.ctx, cancel: noCancel}
 	fl := &lflow{c: c}
 	fl.cli = lside{fd: fdOf(t, srcNear), fl: fl, d: Out}
