@@ -4,7 +4,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"runtime"
 	"testing"
 )
 
@@ -18,7 +17,7 @@ var goroutineRelay bool
 func TestMain(m *testing.M) {
 	flag.Parse()
 	code := m.Run()
-	if code == 0 && runtime.GOOS == "linux" && flag.Lookup("test.bench").Value.String() == "" {
+	if code == 0 && eventLoops && flag.Lookup("test.bench").Value.String() == "" {
 		fmt.Println("=== the same tests with the goroutine relay (no event loops)")
 		goroutineRelay = true
 		code = m.Run()
