@@ -25,11 +25,11 @@ type Status struct {
 	Warnings []string  `json:"warnings,omitempty"`
 
 	// How the per-connection fast paths run, so a slow machine can tell why:
-	// the relay (event loops on Linux, else a goroutine per connection), the process lookup (Procmap "bpf", else "sock_diag"; "sysctl" on
-	// darwin and freebsd) with how its BPF connect records answered, and how
-	// interface capture counts (Capture "ebpf", else "ring", or "bpf" on
-	// darwin and freebsd; "off" without capture). A note says why a fast
-	// path is not used.
+	// the relay (event loops on Linux, else a goroutine per connection), the
+	// process lookup (Procmap "bpf", else "sock_diag"; "sysctl" on darwin and
+	// freebsd) with how its BPF connect records answered, and how interface
+	// capture counts (Capture "ebpf", else "ring", or "bpf" on darwin and
+	// freebsd; "off" without capture). A note says why a fast path is not used.
 	Relay       string      `json:"relay,omitempty"` // "event loops (N)" or "goroutines"
 	Procmap     string      `json:"procmap,omitempty"`
 	ProcmapNote string      `json:"procmap_note,omitempty"`

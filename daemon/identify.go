@@ -19,6 +19,11 @@ func (d *Daemon) identify(f *flow.Flow) {
 	if err != nil && !errors.Is(err, procmap.ErrNotFound) {
 		d.log.Debug("process lookup failed", "flow", f.ID, "err", err)
 	}
+	setProc(f, p)
+}
+
+// setProc records on f the process that owns it.
+func setProc(f *flow.Flow, p procmap.Proc) {
 	f.PID, f.PPID, f.Exe, f.Cmdline = p.PID, p.PPID, p.Exe, p.Cmdline
 	f.UID, f.User, f.Cgroup = p.UID, p.User, p.Cgroup
 }
@@ -28,8 +33,7 @@ func (d *Daemon) identify(f *flow.Flow) {
 func (d *Daemon) identifyFast(f *flow.Flow) bool {
 	p, ok := d.procs.LookupFast(f.Src, f.Dst)
 	if ok {
-		f.PID, f.PPID, f.Exe, f.Cmdline = p.PID, p.PPID, p.Exe, p.Cmdline
-		f.UID, f.User, f.Cgroup = p.UID, p.User, p.Cgroup
+		setProc(f, p)
 	}
 	return ok
 }

@@ -123,8 +123,8 @@ func dash(s string) string {
 	return s
 }
 
-// printFastPaths prints how process lookup and capture run, and why not
-// their fast path when they do not.
+// printFastPaths prints how flows are relayed and how process lookup and
+// capture run, and why not their fast path when they do not.
 func printFastPaths(w io.Writer, s control.Status) {
 	if s.Relay != "" {
 		fmt.Fprintf(w, "relay\t%s\n", s.Relay)
