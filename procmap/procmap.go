@@ -131,9 +131,8 @@ func (m *Map) Lookup(local, remote netip.AddrPort) (Proc, error) {
 	if m.closed.Load() {
 		return unknown, ErrClosed
 	}
-	local = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
-	remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
-	if !local.IsValid() || !remote.IsValid() || local.Addr().Is4() != remote.Addr().Is4() {
+	local, remote, ok := pair(local, remote)
+	if !ok {
 		return unknown, fmt.Errorf("procmap: lookup %v → %v: need two valid addresses of one family: %w", local, remote, ErrNotFound)
 	}
 	p, err := m.sys.lookup(local, remote)
@@ -144,6 +143,15 @@ func (m *Map) Lookup(local, remote netip.AddrPort) (Proc, error) {
 		m.log.Debug("procmap: lookup failed", "local", local, "remote", remote, "uid", p.UID, "err", err)
 	}
 	return p, err
+}
+
+// pair unmaps a connection's two addresses (the BPF records and sock_diag
+// know v4-mapped sockets by their IPv4 4-tuple) and reports whether they are
+// valid and of one family.
+func pair(local, remote netip.AddrPort) (netip.AddrPort, netip.AddrPort, bool) {
+	local = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
+	remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
+	return local, remote, local.IsValid() && remote.IsValid() && local.Addr().Is4() == remote.Addr().Is4()
 }
 
 // fastLooker is implemented by backends with a lookup that never waits on
@@ -163,9 +171,8 @@ func (m *Map) LookupFast(local, remote netip.AddrPort) (Proc, bool) {
 	if !ok || m.closed.Load() {
 		return Proc{UID: -1}, false
 	}
-	local = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
-	remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
-	if !local.IsValid() || !remote.IsValid() || local.Addr().Is4() != remote.Addr().Is4() {
+	local, remote, ok = pair(local, remote)
+	if !ok {
 		return Proc{UID: -1}, false
 	}
 	p, ok := fl.lookupFast(local, remote)
