@@ -215,30 +215,40 @@ func (c *conn) decide(f *flow.Flow) Action {
 // first when it is Ask): limits, dial, relay. It reports whether the relay
 // goroutines took the flow. The event loops hand flows here that must wait.
 func (c *conn) decided(f *flow.Flow, sniffed bool, action Action) bool {
-	p, h := c.p, &c.p.cfg.Hooks
 	if action == Ask {
 		action = c.hold(f)
 	}
+	lim, ok := c.allowed(f, action, c.abort)
+	if !ok {
+		return false
+	}
+	return c.dialRelay(f, sniffed, lim)
+}
+
+// allowed records the verdict on f and, when the flow may go on, attaches
+// its limiter; else it counts the flow as denied and resets it with abort (a
+// flow refused by an exhausted quota too). The event loops share it.
+func (c *conn) allowed(f *flow.Flow, action Action, abort func(reason string)) (Limiter, bool) {
+	p, h := c.p, &c.p.cfg.Hooks
 	c.update(func(cf *flow.Flow) { cf.Verdict, cf.RuleID = f.Verdict, f.RuleID })
 	if action != Allow {
 		p.denied.Add(1)
 		if f.Verdict == "" {
 			c.update(func(cf *flow.Flow) { cf.Verdict = "deny" })
 		}
-		c.abort("denied")
-		return false
+		abort("denied")
+		return nil, false
 	}
-
-	var lim Limiter
-	if h.Limit != nil {
-		var err error
-		if lim, err = h.Limit(f); err != nil {
-			p.denied.Add(1)
-			c.abort(err.Error())
-			return false
-		}
+	if h.Limit == nil {
+		return nil, true
 	}
-	return c.dialRelay(f, sniffed, lim)
+	lim, err := h.Limit(f)
+	if err != nil {
+		p.denied.Add(1)
+		abort(err.Error())
+		return nil, false
+	}
+	return lim, true
 }
 
 // dialRelay dials an allowed flow and relays it; see decided.

@@ -469,8 +469,7 @@ func (l *loop) newFlow(fd int, sa unix.Sockaddr) {
 // decide carries a flow on from its identification: interface, decision,
 // limiter, dial, or a hand-off to goroutines when it must wait.
 func (l *loop) decide(fl *lflow, f flow.Flow, sniffed bool) {
-	p, h, c := l.p, &l.p.cfg.Hooks, fl.c
-	var err error
+	c := fl.c
 	defer l.recoverFlow(fl)
 	action := c.decide(&f)
 	if action == Ask {
@@ -478,28 +477,15 @@ func (l *loop) decide(fl *lflow, f flow.Flow, sniffed bool) {
 		l.handOff(fl, func() bool { return c.decided(&f, sniffed, Ask) })
 		return
 	}
-	c.update(func(cf *flow.Flow) { cf.Verdict, cf.RuleID = f.Verdict, f.RuleID })
-	if action != Allow {
-		p.denied.Add(1)
-		if f.Verdict == "" {
-			c.update(func(cf *flow.Flow) { cf.Verdict = "deny" })
-		}
-		l.abortFlow(fl, "denied")
+	lim, ok := c.allowed(&f, action, func(reason string) { l.abortFlow(fl, reason) })
+	if !ok {
 		return
 	}
-	if h.Limit != nil {
-		if fl.lim, err = h.Limit(&f); err != nil {
-			p.denied.Add(1)
-			l.abortFlow(fl, err.Error())
-			return
-		}
-	}
-	if fl.lim != nil && !l.mayRun(fl.lim) {
-		lim := fl.lim
-		fl.lim = nil
+	if lim != nil && !l.mayRun(lim) {
 		l.handOff(fl, func() bool { return c.dialRelay(&f, sniffed, lim) })
 		return
 	}
+	fl.lim = lim
 	l.dial(fl)
 }
 
