@@ -152,7 +152,12 @@ func classify(err error) error {
 func (n *NFT) DialControl(network, address string, c syscall.RawConn) error {
 	var serr error
 	err := c.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(n.cfg.Mark))
+		// Raw, as getsockopt: the event loops call it once per connection.
+		mark := int32(n.cfg.Mark)
+		if _, _, e := unix.RawSyscall6(unix.SYS_SETSOCKOPT, fd, unix.SOL_SOCKET, unix.SO_MARK,
+			uintptr(unsafe.Pointer(&mark)), 4, 0); e != 0 {
+			serr = e
+		}
 	})
 	if err != nil {
 		return err
@@ -228,8 +233,11 @@ func OriginalDstFD(fd int, v6 bool) (netip.AddrPort, error) {
 	return ap, nil
 }
 
+// getsockopt is raw (no runtime entersyscall/exitsyscall): it never sleeps,
+// and the proxy's event loops call it once per connection (see
+// proxy/rawsys_linux.go for why their calls are raw).
 func getsockopt(fd, level, name int, v unsafe.Pointer, l *uint32) error {
-	_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), uintptr(level), uintptr(name), uintptr(v), uintptr(unsafe.Pointer(l)), 0)
+	_, _, e := unix.RawSyscall6(unix.SYS_GETSOCKOPT, uintptr(fd), uintptr(level), uintptr(name), uintptr(v), uintptr(unsafe.Pointer(l)), 0)
 	if e != 0 {
 		return e
 	}
