@@ -1,11 +1,12 @@
 package procmap
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
+	"runtime"
 	"sync"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -344,18 +345,50 @@ func execRecorder(execsFD int) asm.Instructions {
 // BPF_MAP_LOOKUP_AND_DELETE_ELEM: the proxy looks each connection up once,
 // so the map keeps only pending ones.
 func (t *bpfTracker) take(local, remote netip.AddrPort) (bpfRecord, bool, error) {
-	k := encodeBPFKey(local, remote)
-	var v [bpfValueSize]byte
-	err := t.conns.LookupAndDelete(k[:], v[:])
-	if errors.Is(err, ebpf.ErrKeyNotExist) {
+	b := elemBufs.Get().(*elemBuf)
+	defer elemBufs.Put(b)
+	b.k = encodeBPFKey(local, remote)
+	// BPF_MAP_LOOKUP_AND_DELETE_ELEM as a raw system call, not through
+	// ebpf.Map: it never sleeps, and the proxy's event loops call it once
+	// per connection (proxy/rawsys_linux.go says why their calls are raw).
+	// The key and value are in b, on the heap, which does not move: the
+	// kernel reads them through plain integers.
+	attr := mapElemAttr{
+		mapFD: uint32(t.conns.FD()),
+		key:   uint64(uintptr(unsafe.Pointer(&b.k))),
+		value: uint64(uintptr(unsafe.Pointer(&b.v))),
+	}
+	_, _, e := unix.RawSyscall(unix.SYS_BPF, bpfMapLookupAndDeleteElem, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
+	runtime.KeepAlive(b)
+	switch e {
+	case 0:
+	case unix.ENOENT:
 		return bpfRecord{}, false, nil
+	default:
+		return bpfRecord{}, false, fmt.Errorf("look up BPF connect record: bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM): %w", e)
 	}
-	if err != nil {
-		return bpfRecord{}, false, fmt.Errorf("look up BPF connect record: %w", err)
-	}
-	r, _ := decodeBPFRecord(v[:])
+	r, _ := decodeBPFRecord(b.v[:])
 	return r, true, nil
 }
+
+// bpfMapLookupAndDeleteElem is the bpf(2) command (linux/bpf.h), and
+// mapElemAttr the part of union bpf_attr its map element commands read.
+const bpfMapLookupAndDeleteElem = 21
+
+type mapElemAttr struct {
+	mapFD uint32
+	_     uint32
+	key   uint64
+	value uint64
+	flags uint64
+}
+
+type elemBuf struct {
+	k bpfKey
+	v [bpfValueSize]byte
+}
+
+var elemBufs = sync.Pool{New: func() any { return new(elemBuf) }}
 
 // close detaches the program and frees the map. Idempotent.
 func (t *bpfTracker) close() {

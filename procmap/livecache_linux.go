@@ -2,6 +2,7 @@ package procmap
 
 import (
 	"sync"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -38,13 +39,18 @@ func newLiveCache() *liveCache { return &liveCache{m: make(map[int]*liveProc)} }
 // alive reports whether the process behind pidfd has not exited: a pidfd
 // polls readable once it has.
 func alive(pidfd int) bool {
+	// A raw ppoll with a zero timeout: it never sleeps, and the proxy's
+	// event loops call it once per connection (see proxy/rawsys_linux.go for
+	// why their calls are raw).
 	fds := [1]unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+	var zero unix.Timespec
 	for {
-		n, err := unix.Poll(fds[:], 0)
-		if err == unix.EINTR {
+		n, _, e := unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&fds[0])), 1,
+			uintptr(unsafe.Pointer(&zero)), 0, 0, 0)
+		if e == unix.EINTR {
 			continue
 		}
-		return err == nil && n == 0
+		return e == 0 && n == 0
 	}
 }
 
