@@ -49,7 +49,7 @@ type conn struct {
 	// lp is the event loop that set the flow up (Linux), nil on the
 	// goroutine path and once the loop handed the flow to it (client, up,
 	// ctx and cancel are set before lp is cleared); lf is the loop's state
-	// of the flow, touched only on the loop's thread.
+	// of the flow, touched only on the loop's goroutine.
 	lp atomic.Pointer[loop]
 	lf *lflow
 }

@@ -5,9 +5,9 @@
 // rules skip, and relays both directions.
 //
 // On Linux, flows that need not wait live on event loops (loop_linux.go):
-// one locked thread per CPU with an edge-triggered epoll set accepts,
+// one goroutine per CPU with an edge-triggered epoll set accepts,
 // identifies, decides, dials (non-blocking) and splices, running the hooks
-// inline, with no goroutine per connection and no runtime poller in the way;
+// inline with raw system calls, with no goroutine per connection;
 // an idle flow costs its two sockets and a little heap. A flow that must
 // block (a prompt, a rate limit, also one added mid-flow) is handed to the
 // goroutine relay below, which every OS has.

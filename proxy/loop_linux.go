@@ -11,6 +11,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -19,9 +20,13 @@ import (
 )
 
 // The event loops: on Linux the proxy accepts, identifies, decides, dials
-// and relays its flows on one locked thread per CPU, each with an
-// edge-triggered epoll set, as HAProxy does, instead of a goroutine per
-// connection and direction. Every hook runs inline (they must not block:
+// and relays its flows on one goroutine per CPU, each with an
+// edge-triggered epoll set, as HAProxy does with a thread each, instead of a
+// goroutine per connection and direction. A loop waits for its set in the
+// runtime's poller and makes its other system calls raw (rawsys_linux.go):
+// on a locked thread blocked in epoll_wait, with the runtime's entry and
+// exit around every call, the Go scheduler and sysmon cost more than the
+// loop's own work (BENCHMARKS.md round 6). Every hook runs inline (they must not block:
 // the process lookup is IdentifyFast, a BPF map read, the decision and the
 // limiter's attach are in memory); a flow the fast lookup cannot name is
 // identified on a goroutine. Over the goroutine design, in namespace pairs
@@ -83,8 +88,11 @@ type lflow struct {
 type loop struct {
 	p     *Proxy
 	ep    int
-	wake  int   // eventfd: requests and Close
-	lfds  []int // this loop's duplicates of the listening sockets
+	epf   *os.File        // ep for the runtime's poller (see wait)
+	eprc  syscall.RawConn // epf's
+	timed bool            // epf has a read deadline set
+	wake  int             // eventfd: requests and Close
+	lfds  []int           // this loop's duplicates of the listening sockets
 	flows map[int]*lside
 	gen   uint32
 
@@ -127,6 +135,13 @@ func (p *Proxy) startLoops() ([]*loop, error) {
 		var err error
 		if l.ep, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
 			return fail(fmt.Errorf("epoll_create1: %w", err))
+		}
+		if err := unix.SetNonblock(l.ep, true); err != nil {
+			return fail(fmt.Errorf("epoll fd non-blocking: %w", err))
+		}
+		l.epf = os.NewFile(uintptr(l.ep), "netshape-loop-epoll")
+		if l.eprc, err = l.epf.SyscallConn(); err != nil {
+			return fail(fmt.Errorf("epoll fd: %w", err))
 		}
 		if l.wake, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
 			return fail(fmt.Errorf("eventfd: %w", err))
@@ -213,7 +228,7 @@ func (p *Proxy) stopLoops() {
 	}
 }
 
-// post runs fn on the loop's thread (nil: stop). It reports false when the
+// post runs fn on the loop's goroutine (nil: stop). It reports false when the
 // loop has stopped.
 func (l *loop) post(fn func()) bool {
 	l.mu.Lock()
@@ -241,14 +256,17 @@ func (l *loop) closeFDs() {
 		unix.Close(l.wake)
 		l.wake = -1
 	}
-	if l.ep >= 0 {
+	if l.epf != nil {
+		l.epf.Close() // closes ep
+		l.epf = nil
+		l.ep = -1
+	} else if l.ep >= 0 {
 		unix.Close(l.ep)
 		l.ep = -1
 	}
 }
 
 func (l *loop) run() error {
-	runtime.LockOSThread()
 	defer l.closeFDs()
 	evs := make([]unix.EpollEvent, 128)
 	var lastScan time.Time
@@ -263,7 +281,7 @@ func (l *loop) run() error {
 		if len(l.ready) > 0 {
 			timeout = 0 // flows with bytes left: poll, then carry on with them
 		}
-		n, err := unix.EpollWait(l.ep, evs, timeout)
+		n, err := l.wait(evs, timeout)
 		if err == unix.EINTR {
 			continue
 		}
@@ -302,6 +320,37 @@ func (l *loop) run() error {
 			l.timers(now)
 		}
 	}
+}
+
+// wait returns the events ready in the loop's epoll set, waiting up to
+// timeout ms (-1: no limit) for one. The goroutine waits in the runtime's
+// poller, as a socket read does (the set is a non-blocking fd there, as the
+// parker's), not in a blocking epoll_wait on a locked thread: a thread
+// blocked in a system call has its P handed off by sysmon and must win one
+// back when the call returns, and keeps sysmon polling (rawsys_linux.go).
+func (l *loop) wait(evs []unix.EpollEvent, timeout int) (int, error) {
+	n, err := rawEpollWait(l.ep, evs)
+	if n != 0 || err != nil || timeout == 0 {
+		return n, err
+	}
+	if timeout > 0 {
+		l.epf.SetReadDeadline(time.Now().Add(time.Duration(timeout) * time.Millisecond))
+		l.timed = true
+	} else if l.timed {
+		l.epf.SetReadDeadline(time.Time{})
+		l.timed = false
+	}
+	rerr := l.eprc.Read(func(fd uintptr) bool {
+		n, err = rawEpollWait(int(fd), evs)
+		return n != 0 || err != nil
+	})
+	if errors.Is(rerr, os.ErrDeadlineExceeded) {
+		return 0, nil
+	}
+	if rerr != nil {
+		return 0, rerr
+	}
+	return n, err
 }
 
 // requests runs what other goroutines posted; true means stop.
@@ -368,7 +417,7 @@ const acceptBudget = 64
 func (l *loop) accept(lfd int) {
 	p := l.p
 	for range acceptBudget {
-		fd, sa, err := unix.Accept4(lfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		fd, src, err := rawAccept(lfd)
 		switch err {
 		case nil:
 		case unix.EAGAIN, unix.EINTR, unix.ECONNABORTED:
@@ -383,7 +432,7 @@ func (l *loop) accept(lfd int) {
 			l.paused, l.pausedTill = true, time.Now().Add(100*time.Millisecond)
 			return
 		}
-		l.newFlow(fd, sa)
+		l.newFlow(fd, src)
 	}
 }
 
@@ -397,24 +446,16 @@ func addrPortOf(sa unix.Sockaddr) netip.AddrPort {
 	return netip.AddrPort{}
 }
 
-func sockaddrOf(ap netip.AddrPort) unix.Sockaddr {
-	if ap.Addr().Is4() {
-		return &unix.SockaddrInet4{Addr: ap.Addr().As4(), Port: int(ap.Port())}
-	}
-	return &unix.SockaddrInet6{Addr: ap.Addr().As16(), Port: int(ap.Port())}
-}
-
 // resetFD closes fd with an RST.
 func resetFD(fd int) {
 	unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1})
-	unix.Close(fd)
+	rawClose(fd) // sends the RST: see rawsys_linux.go
 }
 
 // newFlow sets up an accepted connection: the same steps as handle and run,
 // inline, up to the non-blocking connect.
-func (l *loop) newFlow(fd int, sa unix.Sockaddr) {
+func (l *loop) newFlow(fd int, src netip.AddrPort) {
 	p, h := l.p, &l.p.cfg.Hooks
-	src := addrPortOf(sa)
 	dst, err := p.cfg.OriginalDstFD(fd, src.Addr().Is6())
 	if err != nil {
 		p.log.Debug("dropping connection without original destination", "client", src, "err", err)
@@ -515,7 +556,7 @@ func (l *loop) dial(fl *lflow) {
 	if dst.Addr().Is6() {
 		family = unix.AF_INET6
 	}
-	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	fd, err := rawSocket(family)
 	if err != nil {
 		l.dialFailed(fl, os.NewSyscallError("socket", err))
 		return
@@ -533,10 +574,10 @@ func (l *loop) dial(fl *lflow) {
 	}
 	// As net.Dialer with the proxy's settings: no Nagle delay, keep-alive
 	// with the system's timing.
-	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
-	unix.SetsockoptInt(fl.cli.fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	if err := unix.Connect(fd, sockaddrOf(dst)); err != nil && err != unix.EINPROGRESS {
+	rawSetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	rawSetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
+	rawSetsockoptInt(fl.cli.fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	if err := rawConnect(fd, dst); err != nil && err != unix.EINPROGRESS {
 		l.dialFailed(fl, os.NewSyscallError("connect", err))
 		return
 	}
@@ -546,7 +587,7 @@ func (l *loop) dial(fl *lflow) {
 		l.register(fl, &fl.cli)
 	}
 	l.flows[fd] = &fl.up
-	unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: sideEvents, Fd: int32(fd), Pad: int32(fl.gen)})
+	rawEpollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: sideEvents, Fd: int32(fd), Pad: int32(fl.gen)})
 }
 
 // sideEvents: what a flow's sockets are watched for, edge-triggered.
@@ -560,7 +601,7 @@ func (l *loop) register(fl *lflow, s *lside) {
 	}
 	fl.gen = l.gen
 	l.flows[s.fd] = s
-	unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, s.fd, &unix.EpollEvent{Events: sideEvents, Fd: int32(s.fd), Pad: int32(fl.gen)})
+	rawEpollCtl(l.ep, unix.EPOLL_CTL_ADD, s.fd, &unix.EpollEvent{Events: sideEvents, Fd: int32(s.fd), Pad: int32(fl.gen)})
 }
 
 // fdConn is a syscall.RawConn for a socket the loop owns, for DialControl.
@@ -587,8 +628,8 @@ func (l *loop) connected(fl *lflow) {
 		f.Host, f.HostSource = h.NameLater(f.Dst.Addr())
 	}
 	var iface string
-	if sa, err := unix.Getsockname(fl.up.fd); err == nil {
-		iface = p.ifaces.name(addrPortOf(sa).Addr())
+	if la, err := rawLocalAddr(fl.up.fd); err == nil {
+		iface = p.ifaces.name(la.Addr())
 	}
 	c.update(func(cf *flow.Flow) {
 		cf.Host, cf.HostSource, cf.Iface, cf.State = f.Host, f.HostSource, iface, flow.StateOpen
@@ -609,8 +650,8 @@ func (l *loop) event(s *lside, events uint32) {
 		if s != &fl.up {
 			return // the client's bytes wait for the upstream
 		}
-		if e, _ := unix.GetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_ERROR); e != 0 {
-			l.dialFailed(fl, os.NewSyscallError("connect", unix.Errno(e)))
+		if e := rawSoError(s.fd); e != 0 {
+			l.dialFailed(fl, os.NewSyscallError("connect", e))
 			return
 		}
 		if events&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
@@ -705,7 +746,7 @@ func (l *loop) move(s *lside) error {
 		if s.eof {
 			if !dst.shut {
 				dst.shut = true
-				if err := unix.Shutdown(dst.fd, unix.SHUT_WR); err != nil && err != unix.ENOTCONN {
+				if err := rawShutdown(dst.fd, unix.SHUT_WR); err != nil && err != unix.ENOTCONN {
 					return os.NewSyscallError("shutdown", err)
 				}
 			}
@@ -794,7 +835,7 @@ func (l *loop) sniff(fl *lflow) {
 	pool := &l.p.peekBufs.small
 	bp := pool.Get().(*[]byte)
 	defer pool.Put(bp)
-	n, _, err := unix.Recvfrom(fl.cli.fd, *bp, unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	n, err := rawPeek(fl.cli.fd, *bp)
 	if err == unix.EAGAIN {
 		return // nothing yet: look at the next event
 	}
@@ -823,7 +864,7 @@ func (l *loop) release(fl *lflow) {
 	for _, s := range []*lside{&fl.cli, &fl.up} {
 		if s.fd >= 0 && l.flows[s.fd] == s {
 			delete(l.flows, s.fd)
-			unix.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, s.fd, nil)
+			rawEpollCtl(l.ep, unix.EPOLL_CTL_DEL, s.fd, nil)
 		}
 		if s.havePP {
 			if s.inPipe == 0 {
@@ -853,8 +894,8 @@ func (l *loop) end(fl *lflow) {
 // closeFlow ends a flow whose both directions ended.
 func (l *loop) closeFlow(fl *lflow) {
 	l.release(fl)
-	unix.Close(fl.cli.fd)
-	unix.Close(fl.up.fd)
+	rawClose(fl.cli.fd)
+	rawClose(fl.up.fd)
 	l.end(fl)
 }
 
@@ -876,14 +917,14 @@ func (l *loop) abortFlow(fl *lflow, reason string) {
 func (l *loop) cutFlow(fl *lflow, err error) {
 	fl.c.setErr(err.Error())
 	for _, s := range []*lside{&fl.cli, &fl.up} {
-		unix.Shutdown(s.fd, unix.SHUT_WR)
-		unix.Shutdown(s.fd, unix.SHUT_RD)
+		rawShutdown(s.fd, unix.SHUT_WR)
+		rawShutdown(s.fd, unix.SHUT_RD)
 	}
 	l.closeFlow(fl)
 }
 
 // owned returns the loop's state of c while the loop owns c's flow, on the
-// loop's thread.
+// loop's goroutine.
 func (l *loop) owned(c *conn) *lflow {
 	if fl := c.lf; fl != nil && !fl.done {
 		return fl
@@ -891,7 +932,7 @@ func (l *loop) owned(c *conn) *lflow {
 	return nil
 }
 
-// abortOwned is conn.abort on the loop's thread; a flow the loop handed to
+// abortOwned is conn.abort on the loop's goroutine; a flow the loop handed to
 // goroutines meanwhile is aborted there.
 func (l *loop) abortOwned(c *conn, reason string) {
 	if fl := l.owned(c); fl != nil {
@@ -901,7 +942,7 @@ func (l *loop) abortOwned(c *conn, reason string) {
 	}
 }
 
-// cutOwned is conn.cut on the loop's thread.
+// cutOwned is conn.cut on the loop's goroutine.
 func (l *loop) cutOwned(c *conn, err error) {
 	if fl := l.owned(c); fl != nil {
 		l.cutFlow(fl, err)
@@ -992,7 +1033,7 @@ func (l *loop) sniffSetup(fl *lflow, now time.Time) {
 	f := &fl.f
 	pool := &l.p.peekBufs.big // 16 KiB: a large ClientHello whole
 	bp := pool.Get().(*[]byte)
-	n, _, err := unix.Recvfrom(fl.cli.fd, *bp, unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	n, err := rawPeek(fl.cli.fd, *bp)
 	done, found := false, false
 	switch {
 	case err == unix.EAGAIN:
