@@ -662,8 +662,26 @@ func (l *loop) event(s *lside, events uint32) {
 			return
 		}
 		l.connected(fl)
+		l.pump(fl, &fl.cli, &fl.up) // the client may have sent while we dialled
+		return
 	}
-	l.pump(fl)
+	// Move only what the event can have changed: the bytes s has to read,
+	// and the peer's bytes waiting for room in s. Each other direction is
+	// at EAGAIN on its read, at EOF, or waits for its own socket's event
+	// (edge-triggered: every arrival is one), so a read of it would only
+	// find nothing. Internal calls (events 0) and errors move both.
+	if events == 0 || events&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+		l.pump(fl, &fl.cli, &fl.up)
+		return
+	}
+	var a, b *lside
+	if events&(unix.EPOLLIN|unix.EPOLLRDHUP) != 0 {
+		a = s
+	}
+	if events&unix.EPOLLOUT != 0 && s.peer.inPipe > 0 {
+		b = s.peer
+	}
+	l.pump(fl, a, b)
 }
 
 // runReady pumps the flows that stopped with bytes left in the last round,
@@ -682,14 +700,17 @@ func (l *loop) runReady() {
 	l.spare = rd[:0]
 }
 
-// pump moves what it can both ways, until each direction has nothing to
-// read or its destination is full (edge-triggered: every event pumps both
-// directions to EAGAIN), and ends the flow once both directions ended.
-func (l *loop) pump(fl *lflow) {
+// pump moves what it can in the directions read from a and b (either may
+// be nil), until each has nothing to read or its destination is full, and
+// ends the flow once both directions ended.
+func (l *loop) pump(fl *lflow, a, b *lside) {
 	if !fl.sniffed {
 		l.sniff(fl)
 	}
-	for _, s := range []*lside{&fl.cli, &fl.up} {
+	for _, s := range [2]*lside{a, b} {
+		if s == nil {
+			continue
+		}
 		if err := l.move(s); err != nil {
 			if errors.Is(err, errCut) {
 				return
@@ -855,16 +876,20 @@ func (l *loop) sniff(fl *lflow) {
 	c.update(func(cf *flow.Flow) { cf.Host, cf.HostSource = host, src })
 }
 
-// release takes fl's sockets out of the loop (not closing them) and gives
-// its pipes back; bytes in a pipe are lost, so callers only release flows
-// whose pipes are empty or that are being reset.
-func (l *loop) release(fl *lflow) {
+// release takes fl's sockets out of the loop and gives its pipes back;
+// bytes in a pipe are lost, so callers only release flows whose pipes are
+// empty or that are being reset. With closing, the caller closes both
+// sockets next, which takes them out of the epoll set (nothing else holds
+// them), so they are not taken out here: a system call saved per socket.
+func (l *loop) release(fl *lflow, closing bool) {
 	delete(l.dialing, fl)
 	delete(l.sniffing, fl)
 	for _, s := range []*lside{&fl.cli, &fl.up} {
 		if s.fd >= 0 && l.flows[s.fd] == s {
 			delete(l.flows, s.fd)
-			rawEpollCtl(l.ep, unix.EPOLL_CTL_DEL, s.fd, nil)
+			if !closing {
+				rawEpollCtl(l.ep, unix.EPOLL_CTL_DEL, s.fd, nil)
+			}
 		}
 		if s.havePP {
 			if s.inPipe == 0 {
@@ -893,7 +918,7 @@ func (l *loop) end(fl *lflow) {
 
 // closeFlow ends a flow whose both directions ended.
 func (l *loop) closeFlow(fl *lflow) {
-	l.release(fl)
+	l.release(fl, true)
 	rawClose(fl.cli.fd)
 	rawClose(fl.up.fd)
 	l.end(fl)
@@ -905,7 +930,7 @@ func (l *loop) abortFlow(fl *lflow, reason string) {
 		return
 	}
 	fl.c.setErr(reason)
-	l.release(fl)
+	l.release(fl, true)
 	resetFD(fl.cli.fd)
 	if fl.up.fd >= 0 {
 		resetFD(fl.up.fd)
@@ -972,7 +997,7 @@ func asTCP(fd int) (*net.TCPConn, error) {
 // which runs step and then owns the flow.
 func (l *loop) handOff(fl *lflow, step func() bool) {
 	c := fl.c
-	l.release(fl)
+	l.release(fl, false)
 	tc, err := asTCP(fl.cli.fd)
 	if err != nil {
 		c.setErr("cannot pass the connection to the goroutine path: " + err.Error())
@@ -991,7 +1016,7 @@ func (l *loop) handOff(fl *lflow, step func() bool) {
 // relay (a rate limit now applies, or no pipe could be had).
 func (l *loop) handOffRelay(fl *lflow, lim Limiter) {
 	c := fl.c
-	l.release(fl)
+	l.release(fl, false)
 	cli, err := asTCP(fl.cli.fd)
 	var up *net.TCPConn
 	if err == nil {
