@@ -347,7 +347,7 @@ func TestMoveBudget(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	l := &loop{p: p, flows: map[int]*lside{}, budget: 2}
+	l := &loop{p: p, buf: make([]byte, copyBuf), flows: map[int]*lside{}, budget: 2}
 	c := &conn{p: p, ctx: p.ctx, cancel: noCancel}
 	fl := &lflow{c: c}
 	fl.cli = lside{fd: fdOf(t, srcNear), fl: fl, d: Out}
@@ -374,6 +374,88 @@ func TestMoveBudget(t *testing.T) {
 	}
 	if fl.cli.havePP {
 		p.pipes.put(fl.cli.pp)
+	}
+}
+
+// A small burst is copied; what a full peer does not take waits in a pipe
+// and reaches the peer, in order, once it reads again.
+func TestCopyBurstFullPeer(t *testing.T) {
+	srcFar, srcNear := tcpPair(t)
+	dstNear, dstFar := tcpPair(t)
+	// Fill dst: its send queue and dstFar's receive queue, with nobody
+	// reading.
+	dfd := fdOf(t, dstNear)
+	unix.SetsockoptInt(dfd, unix.SOL_SOCKET, unix.SO_SNDBUF, 4096)
+	unix.SetsockoptInt(fdOf(t, dstFar), unix.SOL_SOCKET, unix.SO_RCVBUF, 4096)
+	junk := make([]byte, 64<<10)
+	filled := 0
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		n, err := rawWrite(dfd, junk)
+		if err == unix.EAGAIN {
+			time.Sleep(20 * time.Millisecond) // let the receiver's window close too
+			if n, err = rawWrite(dfd, junk); err == unix.EAGAIN {
+				break
+			}
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		filled += n
+		if time.Now().After(deadline) {
+			t.Fatal("destination never filled")
+		}
+	}
+	const size = 10000 // under copyBuf: one copy, no splice
+	want := make([]byte, size)
+	io.ReadFull(stream(), want)
+	if _, err := srcFar.Write(want); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+
+	p, err := New(Config{Listen: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:0")}, OriginalDst: func(*net.TCPConn) (netip.AddrPort, error) { return netip.AddrPort{}, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	l := &loop{p: p, buf: make([]byte, copyBuf), flows: map[int]*lside{}, budget: moveBudget}
+	c := &conn{p: p, ctx: p.ctx, cancel: noCancel}
+	fl := &lflow{c: c}
+	fl.cli = lside{fd: fdOf(t, srcNear), fl: fl, d: Out}
+	fl.up = lside{fd: dfd, fl: fl, d: In}
+	fl.cli.peer, fl.up.peer = &fl.up, &fl.cli
+	if err := l.move(&fl.cli); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.out.Load(); got != size {
+		t.Fatalf("counted %d bytes out, want %d", got, size)
+	}
+	if !fl.cli.havePP || fl.cli.inPipe == 0 || fl.cli.bulk {
+		t.Fatalf("after a copy into a full peer: pipe %v holding %d, bulk %v; want the rest held in a pipe", fl.cli.havePP, fl.cli.inPipe, fl.cli.bulk)
+	}
+
+	got := make(chan []byte, 1)
+	go func() {
+		b := make([]byte, filled+size)
+		dstFar.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, _ := io.ReadFull(dstFar, b)
+		got <- b[:n]
+	}()
+	for deadline := time.Now().Add(10 * time.Second); fl.cli.inPipe > 0; {
+		if err := l.move(&fl.cli); err != nil {
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d bytes still held after 10 s", fl.cli.inPipe)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	b := <-got
+	if len(b) != filled+size || !bytes.Equal(b[filled:], want) {
+		t.Fatalf("peer read %d bytes (want %d); the burst arrived intact: %v", len(b), filled+size, len(b) == filled+size && bytes.Equal(b[filled:], want))
+	}
+	if fl.cli.havePP {
+		t.Fatal("the drained pipe was kept")
 	}
 }
 
