@@ -36,8 +36,9 @@ import (
 // PeekWait) for the client's first bytes. A flow goes to the goroutine path
 // (conn.go) when it needs to block: a prompt (Ask) or a rate limit
 // (Limiter.Grant may wait), also when a rate rule starts to apply mid-flow.
-// Bytes move with splice(2) through a pipe per direction taken only while
-// bytes wait in it.
+// A burst's first 16 KiB are copied with read(2) and write(2) through the
+// loop's buffer (copyBuf); the rest of a larger burst moves with splice(2)
+// through a pipe per direction, taken only while bytes wait in it.
 
 // waiter is implemented by limiters that can tell whether Grant may wait in
 // direction d now (a rate limit applies); quotas never make it wait. Flows
