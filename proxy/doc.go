@@ -7,9 +7,9 @@
 // On Linux, flows that need not wait live on event loops (loop_linux.go):
 // one goroutine per CPU with an edge-triggered epoll set accepts,
 // identifies, decides, dials (non-blocking) and relays (small bursts copied,
-// larger ones spliced), running the hooks
-// inline with raw system calls, with no goroutine per connection;
-// an idle flow costs its two sockets and a little heap. A flow that must
+// larger ones spliced), running the hooks inline with raw system calls, with
+// no goroutine per connection; an idle flow costs its two sockets and a
+// little heap. A flow that must
 // block (a prompt, a rate limit, also one added mid-flow) is handed to the
 // goroutine relay below, which every OS has.
 //
