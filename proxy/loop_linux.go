@@ -25,14 +25,14 @@ import (
 // goroutine per connection and direction. A loop waits for its set in the
 // runtime's poller and makes its other system calls raw (rawsys_linux.go):
 // on a locked thread blocked in epoll_wait, with the runtime's entry and
-// exit around every call, the Go scheduler and sysmon cost more than the
-// loop's own work (BENCHMARKS.md round 6). Every hook runs inline (they must not block:
-// the process lookup is IdentifyFast, a BPF map read, the decision and the
-// limiter's attach are in memory); a flow the fast lookup cannot name is
-// identified on a goroutine. Over the goroutine design, in namespace pairs
-// with every feature on: added p50 latency 20-90 µs lower, ~15% more
-// connections per second at ~35 µs less CPU each (BENCHMARKS.md round 5). When a
-// decision may depend on the host name, the loop itself waits (bounded by
+// exit around every call, sysmon and thread hand-offs cost ~40 µs of CPU per
+// connection (BENCHMARKS.md round 6). Every hook runs inline (they must not
+// block: the process lookup is IdentifyFast, a BPF map read, the decision
+// and the limiter's attach are in memory); a flow the fast lookup cannot
+// name is identified on a goroutine. Over the goroutine design, in namespace
+// pairs with every feature on: added p50 latency 20-90 µs lower, ~15% more
+// connections per second at ~35 µs less CPU each (BENCHMARKS.md round 5,
+// before round 6's changes). When a decision may depend on the host name, the loop itself waits (bounded by
 // PeekWait) for the client's first bytes. A flow goes to the goroutine path
 // (conn.go) when it needs to block: a prompt (Ask) or a rate limit
 // (Limiter.Grant may wait), also when a rate rule starts to apply mid-flow.
@@ -437,16 +437,6 @@ func (l *loop) accept(lfd int) {
 		}
 		l.newFlow(fd, src)
 	}
-}
-
-func addrPortOf(sa unix.Sockaddr) netip.AddrPort {
-	switch a := sa.(type) {
-	case *unix.SockaddrInet4:
-		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
-	case *unix.SockaddrInet6:
-		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr).Unmap(), uint16(a.Port))
-	}
-	return netip.AddrPort{}
 }
 
 // resetFD closes fd with an RST.

@@ -546,3 +546,14 @@ func TestLoopFailureResetsFlows(t *testing.T) {
 		t.Fatal("Close did not return after the loops failed")
 	}
 }
+
+// addrPortOf converts a sockaddr from x/sys/unix.
+func addrPortOf(sa unix.Sockaddr) netip.AddrPort {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr).Unmap(), uint16(a.Port))
+	}
+	return netip.AddrPort{}
+}
