@@ -697,9 +697,6 @@ func (l *loop) runReady() {
 // be nil), until each has nothing to read or its destination is full, and
 // ends the flow once both directions ended.
 func (l *loop) pump(fl *lflow, a, b *lside) {
-	if !fl.sniffed {
-		l.sniff(fl)
-	}
 	for _, s := range [2]*lside{a, b} {
 		if s == nil {
 			continue
@@ -849,26 +846,17 @@ func (l *loop) move(s *lside) error {
 	}
 }
 
-// sniff names the flow's host from the client's first bytes (TLS SNI, HTTP
-// Host), as the goroutine path does after its dial: one peek once they are
-// there; a first message split over segments is not waited for.
-func (l *loop) sniff(fl *lflow) {
-	c := fl.c
-	pool := &l.p.peekBufs.small
-	bp := pool.Get().(*[]byte)
-	defer pool.Put(bp)
-	n, err := rawPeek(fl.cli.fd, *bp)
-	if err == unix.EAGAIN {
-		return // nothing yet: look at the next event
-	}
+// sniffed names the flow's host from the client's first bytes b (TLS SNI,
+// HTTP Host), as the goroutine path does after its dial: the first read
+// from the client is a copy (copyBurst), so the bytes are at hand without a
+// peek; a first message split over segments is not waited for.
+func (l *loop) sniffed(fl *lflow, b []byte) {
 	fl.sniffed = true
-	if err != nil || n == 0 {
-		return
-	}
-	host, src, says := nameIn((*bp)[:n])
+	host, src, says := nameIn(b)
 	if says != namesHost {
 		return
 	}
+	c := fl.c
 	f := c.snapshot()
 	if f.HostSource == flow.HostSNI || f.HostSource == flow.HostHTTP {
 		return
@@ -1167,7 +1155,13 @@ func (l *loop) copyBurst(s *lside, want int) (more bool, err error) {
 	}
 	if n == 0 {
 		s.eof = true
+		if s == &fl.cli {
+			fl.sniffed = true // no first bytes will come
+		}
 		return true, nil
+	}
+	if s == &fl.cli && !fl.sniffed {
+		l.sniffed(fl, b[:n])
 	}
 	s.bulk = n == len(l.buf)
 	w, err := rawWrite(dst.fd, b[:n])

@@ -328,6 +328,47 @@ func TestLoopWaitsForHost(t *testing.T) {
 	}
 }
 
+// Without host-name rules the loop decides at once and names the host from
+// the client's first bytes as it relays them (its first read is a copy):
+// the Sniffed hook hears it, the flow record keeps it, the bytes arrive
+// whole, and a client whose first bytes name nothing gets no name.
+func TestLoopNamesFromFirstRead(t *testing.T) {
+	loopsOnly(t)
+	var mu sync.Mutex
+	var heard []string
+	h := newHarness(t, Hooks{
+		Sniffed: func(f *flow.Flow) {
+			mu.Lock()
+			heard = append(heard, f.Host)
+			mu.Unlock()
+		},
+	})
+	h.server(func(c *net.TCPConn) { io.Copy(c, c) })
+	for _, req := range []string{"GET / HTTP/1.1\r\nHost: after.example.test\r\n\r\n", "SSH-2.0-x\r\n"} {
+		c := h.dial()
+		c.Write([]byte(req))
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		b := make([]byte, len(req))
+		if _, err := io.ReadFull(c, b); err != nil || string(b) != req {
+			t.Fatalf("echo %q, %v", b, err)
+		}
+		c.Close()
+	}
+	fs := h.waitClosed(2)
+	sortByID(fs)
+	if fs[0].Host != "after.example.test" || fs[0].HostSource != flow.HostHTTP {
+		t.Errorf("HTTP flow named %q from %q, want after.example.test from http", fs[0].Host, fs[0].HostSource)
+	}
+	if fs[1].HostSource == flow.HostHTTP || fs[1].HostSource == flow.HostSNI {
+		t.Errorf("SSH flow named %q from %q", fs[1].Host, fs[1].HostSource)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(heard) != 1 || heard[0] != "after.example.test" {
+		t.Errorf("Sniffed heard %q, want once after.example.test", heard)
+	}
+}
+
 // A direction reads at most its loop's budget times per turn, then waits on the
 // ready list with its bytes still unread, so a bulk flow cannot keep its
 // loop from the other flows for as long as its sender keeps up.
