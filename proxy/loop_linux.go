@@ -799,9 +799,7 @@ func (l *loop) move(s *lside) error {
 		if !s.havePP {
 			pp, err := l.p.pipes.get()
 			if err != nil {
-				if fl.lim != nil {
-					fl.lim.Done(s.d, 0)
-				}
+				fl.unread(s)
 				// Out of descriptors for a pipe: let goroutines copy
 				// through user space.
 				fl.toGo = true
@@ -812,9 +810,7 @@ func (l *loop) move(s *lside) error {
 		n, err := spliceNB(s.fd, s.pp.w, want)
 		if err == unix.EAGAIN {
 			s.bulk = false // the next burst starts with a copy
-			if fl.lim != nil {
-				fl.lim.Done(s.d, 0)
-			}
+			fl.unread(s)
 			// Nothing to read: the empty pipe goes back, so idle flows
 			// hold none.
 			l.p.pipes.put(s.pp)
@@ -822,27 +818,38 @@ func (l *loop) move(s *lside) error {
 			return nil
 		}
 		if err != nil {
-			if fl.lim != nil {
-				fl.lim.Done(s.d, 0)
-			}
+			fl.unread(s)
 			return wrapSplice("read", err)
 		}
-		if s.d == Out {
-			fl.c.out.Add(int64(n))
-		} else {
-			fl.c.in.Add(int64(n))
-		}
-		if fl.lim != nil {
-			if qerr := fl.lim.Done(s.d, n); qerr != nil {
-				// A quota ran out: forward what was read, then end cleanly.
-				fl.cutErr = qerr
-			}
-		}
+		fl.count(s, n)
 		if n == 0 {
 			s.eof = true
 			continue
 		}
 		s.inPipe = n
+	}
+}
+
+// count settles a read of n bytes from s: the flow's byte counter, and the
+// limiter's grant; a quota that ran out ends the flow once what was read is
+// forwarded (cutErr).
+func (fl *lflow) count(s *lside, n int) {
+	if s.d == Out {
+		fl.c.out.Add(int64(n))
+	} else {
+		fl.c.in.Add(int64(n))
+	}
+	if fl.lim != nil {
+		if qerr := fl.lim.Done(s.d, n); qerr != nil {
+			fl.cutErr = qerr
+		}
+	}
+}
+
+// unread settles a grant for a read of s that read nothing.
+func (fl *lflow) unread(s *lside) {
+	if fl.lim != nil {
+		fl.lim.Done(s.d, 0)
 	}
 }
 
@@ -1135,24 +1142,13 @@ func (l *loop) copyBurst(s *lside, want int) (more bool, err error) {
 	}
 	n, err := rawRead(s.fd, b)
 	if err != nil {
-		if fl.lim != nil {
-			fl.lim.Done(s.d, 0)
-		}
+		fl.unread(s)
 		if err == unix.EAGAIN {
 			return false, nil
 		}
 		return false, wrapSplice("read", err)
 	}
-	if s.d == Out {
-		fl.c.out.Add(int64(n))
-	} else {
-		fl.c.in.Add(int64(n))
-	}
-	if fl.lim != nil {
-		if qerr := fl.lim.Done(s.d, n); qerr != nil {
-			fl.cutErr = qerr // forward what was read, then end cleanly
-		}
-	}
+	fl.count(s, n)
 	if n == 0 {
 		s.eof = true
 		if s == &fl.cli {
