@@ -383,17 +383,8 @@ func TestMoveBudget(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(50 * time.Millisecond) // all in srcNear's receive queue
-	p, err := New(Config{Listen: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:0")}, OriginalDst: func(*net.TCPConn) (netip.AddrPort, error) { return netip.AddrPort{}, nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	l := &loop{p: p, buf: make([]byte, copyBuf), flows: map[int]*lside{}, budget: 2}
-	c := &conn{p: p, ctx: p.ctx, cancel: noCancel}
-	fl := &lflow{c: c}
-	fl.cli = lside{fd: fdOf(t, srcNear), fl: fl, d: Out}
-	fl.up = lside{fd: fdOf(t, dstNear), fl: fl, d: In}
-	fl.cli.peer, fl.up.peer = &fl.up, &fl.cli
+	l, fl := loopFlow(t, 2, fdOf(t, srcNear), fdOf(t, dstNear))
+	p, c := l.p, fl.c
 	if err := l.move(&fl.cli); err != nil {
 		t.Fatal(err)
 	}
@@ -454,17 +445,8 @@ func TestCopyBurstFullPeer(t *testing.T) {
 	}
 	time.Sleep(50 * time.Millisecond)
 
-	p, err := New(Config{Listen: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:0")}, OriginalDst: func(*net.TCPConn) (netip.AddrPort, error) { return netip.AddrPort{}, nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	l := &loop{p: p, buf: make([]byte, copyBuf), flows: map[int]*lside{}, budget: moveBudget}
-	c := &conn{p: p, ctx: p.ctx, cancel: noCancel}
-	fl := &lflow{c: c}
-	fl.cli = lside{fd: fdOf(t, srcNear), fl: fl, d: Out}
-	fl.up = lside{fd: dfd, fl: fl, d: In}
-	fl.cli.peer, fl.up.peer = &fl.up, &fl.cli
+	l, fl := loopFlow(t, moveBudget, fdOf(t, srcNear), dfd)
+	c := fl.c
 	if err := l.move(&fl.cli); err != nil {
 		t.Fatal(err)
 	}
@@ -498,6 +480,23 @@ func TestCopyBurstFullPeer(t *testing.T) {
 	if fl.cli.havePP {
 		t.Fatal("the drained pipe was kept")
 	}
+}
+
+// loopFlow returns a loop of a proxy that serves nothing (closed with the
+// test) and a flow on it from the socket cli to up, for driving move by hand.
+func loopFlow(t *testing.T, budget, cli, up int) (*loop, *lflow) {
+	t.Helper()
+	p, err := New(Config{Listen: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:0")}, OriginalDst: func(*net.TCPConn) (netip.AddrPort, error) { return netip.AddrPort{}, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	l := &loop{p: p, buf: make([]byte, copyBuf), flows: map[int]*lside{}, budget: budget}
+	fl := &lflow{c: &conn{p: p, ctx: p.ctx, cancel: noCancel}}
+	fl.cli = lside{fd: cli, fl: fl, d: Out}
+	fl.up = lside{fd: up, fl: fl, d: In}
+	fl.cli.peer, fl.up.peer = &fl.up, &fl.cli
+	return l, fl
 }
 
 // tcpPair returns the two ends of a loopback TCP connection.
