@@ -53,17 +53,41 @@ func benchServer(b *testing.B) netip.AddrPort {
 	return l.Addr().(*net.TCPAddr).AddrPort()
 }
 
-// benchProxy is a proxy on loopback whose original destination is always target.
-func benchProxy(b *testing.B, target netip.AddrPort) netip.AddrPort {
-	return benchProxyWith(b, target, nil)
+// relay says which relay a benchmark's proxy uses.
+type relay string
+
+const (
+	loops      relay = "loops"      // the event loops (Linux's default)
+	goroutines relay = "goroutines" // the goroutine relay every OS has
+)
+
+// forRelays runs fn as a sub-benchmark per relay this OS has, so a change to
+// either shows: the loops where they exist, and the goroutine relay that
+// flows which must wait are handed to.
+func forRelays(b *testing.B, fn func(b *testing.B, r relay)) {
+	rs := []relay{goroutines}
+	if eventLoops {
+		rs = []relay{loops, goroutines}
+	}
+	for _, r := range rs {
+		b.Run(string(r), func(b *testing.B) { fn(b, r) })
+	}
+}
+
+// benchProxy is a proxy on loopback, relaying with r, whose original
+// destination is always target.
+func benchProxy(b *testing.B, r relay, target netip.AddrPort) netip.AddrPort {
+	return benchProxyWith(b, r, target, nil)
 }
 
 // benchProxyWith is benchProxy with edit applied to the proxy before it listens.
-func benchProxyWith(b *testing.B, target netip.AddrPort, edit func(*Proxy)) netip.AddrPort {
+func benchProxyWith(b *testing.B, r relay, target netip.AddrPort, edit func(*Proxy)) netip.AddrPort {
 	b.Helper()
 	p, err := New(Config{
-		Listen:      []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:0")},
-		OriginalDst: func(*net.TCPConn) (netip.AddrPort, error) { return target, nil },
+		Listen:         []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:0")},
+		OriginalDst:    func(*net.TCPConn) (netip.AddrPort, error) { return target, nil },
+		OriginalDstFD:  func(int, bool) (netip.AddrPort, error) { return target, nil },
+		GoroutineRelay: r == goroutines,
 	})
 	if err != nil {
 		b.Fatal(err)
@@ -109,32 +133,27 @@ func send(b *testing.B, addr netip.AddrPort, buf []byte, n int64) time.Duration 
 }
 
 // BenchmarkRelayThroughput streams through one connection, direct and through
-// the proxy. Compare the MB/s of the two sub-benchmarks.
+// the proxy with each relay. Compare the MB/s of the sub-benchmarks.
 func BenchmarkRelayThroughput(b *testing.B) {
 	srv := benchServer(b)
 	buf := make([]byte, 128<<10)
-	for _, tc := range []struct {
-		name string
-		addr func(b *testing.B) netip.AddrPort
-	}{
-		{"direct", func(*testing.B) netip.AddrPort { return srv }},
-		{"proxy", func(b *testing.B) netip.AddrPort { return benchProxy(b, srv) }},
-	} {
-		b.Run(tc.name, func(b *testing.B) {
-			addr := tc.addr(b)
-			b.SetBytes(int64(len(buf)))
-			b.ResetTimer()
-			send(b, addr, buf, int64(b.N)*int64(len(buf)))
-		})
+	run := func(b *testing.B, addr netip.AddrPort) {
+		b.SetBytes(int64(len(buf)))
+		b.ResetTimer()
+		send(b, addr, buf, int64(b.N)*int64(len(buf)))
 	}
+	b.Run("direct", func(b *testing.B) { run(b, srv) })
+	forRelays(b, func(b *testing.B, r relay) { run(b, benchProxy(b, r, srv)) })
 }
 
 // BenchmarkRelayVsDirect alternates a 64 MiB transfer direct and through the
 // proxy in every iteration, so both see the same machine load, and reports
 // the proxy's throughput as a fraction of direct (proxy/direct, 1.0 = free).
-func BenchmarkRelayVsDirect(b *testing.B) {
+func BenchmarkRelayVsDirect(b *testing.B) { forRelays(b, benchRelayVsDirect) }
+
+func benchRelayVsDirect(b *testing.B, r relay) {
 	srv := benchServer(b)
-	px := benchProxy(b, srv)
+	px := benchProxy(b, r, srv)
 	buf := make([]byte, 128<<10)
 	const n = 64 << 20
 	var direct, proxied time.Duration
@@ -168,9 +187,11 @@ func roundTrip(b *testing.B, addr netip.AddrPort) {
 // (accept, original destination, decision, upstream dial, first byte both
 // ways) against the same round trip direct, alternating in every iteration.
 // It reports the time the proxy adds per connection.
-func BenchmarkAcceptDial(b *testing.B) {
+func BenchmarkAcceptDial(b *testing.B) { forRelays(b, benchAcceptDial) }
+
+func benchAcceptDial(b *testing.B, r relay) {
 	srv := benchServer(b)
-	px := benchProxy(b, srv)
+	px := benchProxy(b, r, srv)
 	var direct, proxied time.Duration
 	for b.Loop() {
 		t0 := time.Now()
@@ -191,10 +212,12 @@ func BenchmarkAcceptDial(b *testing.B) {
 // Client and server live in the same process; their share is measured by the
 // same connections held direct and subtracted. (1,000: client, proxy and
 // server sockets and the proxy's splice pipes share one open-file limit.)
-func BenchmarkIdleConns(b *testing.B) {
+func BenchmarkIdleConns(b *testing.B) { forRelays(b, benchIdleConns) }
+
+func benchIdleConns(b *testing.B, r relay) {
 	const n = 1000
 	srv := benchServer(b)
-	px := benchProxy(b, srv)
+	px := benchProxy(b, r, srv)
 	hold := func(addr netip.AddrPort) (stack, heap, fds float64, closeAll func()) {
 		runtime.GC()
 		var m0, m1 runtime.MemStats

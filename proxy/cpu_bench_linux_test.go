@@ -30,35 +30,37 @@ func BenchmarkRelayCPU(b *testing.B) {
 		{"pipe=1MiB", pipeSize},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			srv := benchServer(b)
-			px := cpuBenchProxy(b, srv, tc.size)
-			buf := make([]byte, 128<<10)
-			const n = 64 << 20
-			var direct, proxied time.Duration
-			var cpuDirect, cpuProxied time.Duration
-			b.SetBytes(2 * n)
-			for b.Loop() {
-				c0 := processCPU(b)
-				direct += send(b, srv, buf, n)
-				c1 := processCPU(b)
-				proxied += send(b, px, buf, n)
-				c2 := processCPU(b)
-				cpuDirect += c1 - c0
-				cpuProxied += c2 - c1
-			}
-			gb := float64(n) * float64(b.N) / 1e9
-			b.ReportMetric((cpuProxied-cpuDirect).Seconds()/gb, "relay-cpu-s/GB")
-			b.ReportMetric(cpuProxied.Seconds()/gb, "proxied-cpu-s/GB")
-			b.ReportMetric(cpuDirect.Seconds()/gb, "direct-cpu-s/GB")
-			b.ReportMetric(float64(direct)/float64(proxied), "proxy/direct")
+			forRelays(b, func(b *testing.B, r relay) {
+				srv := benchServer(b)
+				px := cpuBenchProxy(b, r, srv, tc.size)
+				buf := make([]byte, 128<<10)
+				const n = 64 << 20
+				var direct, proxied time.Duration
+				var cpuDirect, cpuProxied time.Duration
+				b.SetBytes(2 * n)
+				for b.Loop() {
+					c0 := processCPU(b)
+					direct += send(b, srv, buf, n)
+					c1 := processCPU(b)
+					proxied += send(b, px, buf, n)
+					c2 := processCPU(b)
+					cpuDirect += c1 - c0
+					cpuProxied += c2 - c1
+				}
+				gb := float64(n) * float64(b.N) / 1e9
+				b.ReportMetric((cpuProxied-cpuDirect).Seconds()/gb, "relay-cpu-s/GB")
+				b.ReportMetric(cpuProxied.Seconds()/gb, "proxied-cpu-s/GB")
+				b.ReportMetric(cpuDirect.Seconds()/gb, "direct-cpu-s/GB")
+				b.ReportMetric(float64(direct)/float64(proxied), "proxy/direct")
+			})
 		})
 	}
 }
 
 // cpuBenchProxy is benchProxy with new pipes of the given size (0: the
 // kernel's default).
-func cpuBenchProxy(b *testing.B, target netip.AddrPort, pipeSize int) netip.AddrPort {
-	return benchProxyWith(b, target, func(p *Proxy) { p.pipes.size = pipeSize })
+func cpuBenchProxy(b *testing.B, r relay, target netip.AddrPort, pipeSize int) netip.AddrPort {
+	return benchProxyWith(b, r, target, func(p *Proxy) { p.pipes.size = pipeSize })
 }
 
 // processCPU is this process's user + system CPU time so far.
