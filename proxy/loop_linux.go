@@ -787,7 +787,9 @@ func (l *loop) move(s *lside) error {
 				l.cutFlow(fl, err)
 				return errCut
 			}
-			want = g
+			// At least 1 (Limiter's contract): a read of 0 bytes would
+			// look like EOF.
+			want = max(g, 1)
 		}
 		if !s.bulk {
 			more, err := l.copyBurst(s, want)

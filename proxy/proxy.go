@@ -35,7 +35,7 @@ const (
 )
 
 // Limiter shapes and meters one flow; the shaper implements it. Grant returns
-// how many bytes (at most max) may be copied now, waiting if a bucket is empty;
+// how many bytes (1 to max) may be copied now, waiting if a bucket is empty;
 // Done reports how many were copied and returns an error when a quota ran out,
 // which cuts the flow.
 type Limiter interface {
