@@ -332,17 +332,23 @@ func (l *loop) run() error {
 // blocked in a system call has its P handed off by sysmon and must win one
 // back when the call returns, and keeps sysmon polling (rawsys_linux.go).
 func (l *loop) wait(evs []unix.EpollEvent, timeout int) (int, error) {
-	n, err := rawEpollWait(l.ep, evs)
-	if n != 0 || err != nil || timeout == 0 {
-		return n, err
+	if timeout == 0 {
+		return rawEpollWait(l.ep, evs)
 	}
 	if timeout > 0 {
+		// Look before arming a deadline: under load events are there.
+		if n, err := rawEpollWait(l.ep, evs); n != 0 || err != nil {
+			return n, err
+		}
 		l.epf.SetReadDeadline(time.Now().Add(time.Duration(timeout) * time.Millisecond))
 		l.timed = true
 	} else if l.timed {
 		l.epf.SetReadDeadline(time.Time{})
 		l.timed = false
 	}
+	// Read calls the function first, so ready events cost no wait.
+	var n int
+	var err error
 	rerr := l.eprc.Read(func(fd uintptr) bool {
 		n, err = rawEpollWait(int(fd), evs)
 		return n != 0 || err != nil
