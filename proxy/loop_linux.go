@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -1181,9 +1182,12 @@ func (l *loop) copyBurst(s *lside, want int) (more bool, err error) {
 			return false, wrapSplice("write", fmt.Errorf("no pipe to hold %d bytes for a full peer: %w", n-w, err))
 		}
 		m, err := rawWrite(pp.w, b[w:n])
-		if err != nil || m != n-w {
+		if err == nil && m != n-w {
+			err = io.ErrShortWrite
+		}
+		if err != nil {
 			pp.close()
-			return false, wrapSplice("write", fmt.Errorf("holding %d bytes in a pipe: wrote %d: %v", n-w, m, err))
+			return false, wrapSplice("write", fmt.Errorf("holding %d bytes for a full peer in a pipe: %w", n-w, err))
 		}
 		s.pp, s.havePP, s.inPipe = pp, true, m
 	}
