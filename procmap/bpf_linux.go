@@ -55,6 +55,7 @@ type bpfTracker struct {
 	link     link.Link
 	execLink link.Link
 	once     sync.Once
+	bufs     sync.Pool // of *elemBuf, for take
 }
 
 // openBPFTracker loads and attaches the recorder. procRoot must be the real
@@ -345,8 +346,11 @@ func execRecorder(execsFD int) asm.Instructions {
 // BPF_MAP_LOOKUP_AND_DELETE_ELEM: the proxy looks each connection up once,
 // so the map keeps only pending ones.
 func (t *bpfTracker) take(local, remote netip.AddrPort) (bpfRecord, bool, error) {
-	b := elemBufs.Get().(*elemBuf)
-	defer elemBufs.Put(b)
+	b, _ := t.bufs.Get().(*elemBuf)
+	if b == nil {
+		b = new(elemBuf)
+	}
+	defer t.bufs.Put(b)
 	b.k = encodeBPFKey(local, remote)
 	// BPF_MAP_LOOKUP_AND_DELETE_ELEM as a raw system call, not through
 	// ebpf.Map: it never sleeps, and the proxy's event loops call it once
@@ -387,8 +391,6 @@ type elemBuf struct {
 	k bpfKey
 	v [bpfValueSize]byte
 }
-
-var elemBufs = sync.Pool{New: func() any { return new(elemBuf) }}
 
 // close detaches the program and frees the map. Idempotent.
 func (t *bpfTracker) close() {
