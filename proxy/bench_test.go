@@ -57,17 +57,17 @@ func benchServer(b *testing.B) netip.AddrPort {
 type relay string
 
 const (
-	loops      relay = "loops"      // the event loops (Linux's default)
-	goroutines relay = "goroutines" // the goroutine relay every OS has
+	relayLoops      relay = "loops"      // the event loops (Linux's default)
+	relayGoroutines relay = "goroutines" // the goroutine relay every OS has
 )
 
 // forRelays runs fn as a sub-benchmark per relay this OS has, so a change to
 // either shows: the loops where they exist, and the goroutine relay that
 // flows which must wait are handed to.
 func forRelays(b *testing.B, fn func(b *testing.B, r relay)) {
-	rs := []relay{goroutines}
+	rs := []relay{relayGoroutines}
 	if eventLoops {
-		rs = []relay{loops, goroutines}
+		rs = []relay{relayLoops, relayGoroutines}
 	}
 	for _, r := range rs {
 		b.Run(string(r), func(b *testing.B) { fn(b, r) })
@@ -87,7 +87,7 @@ func benchProxyWith(b *testing.B, r relay, target netip.AddrPort, edit func(*Pro
 		Listen:         []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:0")},
 		OriginalDst:    func(*net.TCPConn) (netip.AddrPort, error) { return target, nil },
 		OriginalDstFD:  func(int, bool) (netip.AddrPort, error) { return target, nil },
-		GoroutineRelay: r == goroutines,
+		GoroutineRelay: r == relayGoroutines,
 	})
 	if err != nil {
 		b.Fatal(err)
