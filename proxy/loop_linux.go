@@ -59,9 +59,10 @@ type lside struct {
 	havePP bool
 	inPipe int
 
-	eof  bool // read returned 0
-	shut bool // this socket was half-closed after its peer's EOF
-	bulk bool // this burst filled the copy buffer: splice the rest of it
+	eof   bool // read returned 0
+	rdhup bool // an event said the peer shut down its side: read on to EOF
+	shut  bool // this socket was half-closed after its peer's EOF
+	bulk  bool // this burst filled the copy buffer: splice the rest of it
 }
 
 // lflow is a flow owned by a loop.
@@ -173,6 +174,25 @@ func (p *Proxy) startLoops() ([]*loop, error) {
 		}
 	}
 	return loops, nil
+}
+
+// listenControl sets TCP_NODELAY on a listening socket the loops will
+// serve: accepted sockets inherit it, a system call less per connection
+// (TestLoopClientNoDelay).
+func (p *Proxy) listenControl() func(network, address string, c syscall.RawConn) error {
+	if !p.loopsWanted() {
+		return nil
+	}
+	return func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, 1) }); err != nil {
+			return err
+		}
+		if serr != nil {
+			return fmt.Errorf("TCP_NODELAY: %w", serr)
+		}
+		return nil
+	}
 }
 
 // serveLoops runs the loops until Close. The runtime's listeners stay open
@@ -576,7 +596,7 @@ func (l *loop) dial(fl *lflow) {
 	// with the system's timing.
 	rawSetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	rawSetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
-	rawSetsockoptInt(fl.cli.fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	// The client's socket has TCP_NODELAY from its listener (listenControl).
 	if err := rawConnect(fd, dst); err != nil && err != unix.EINPROGRESS {
 		l.dialFailed(fl, os.NewSyscallError("connect", err))
 		return
@@ -640,6 +660,9 @@ func (l *loop) connected(fl *lflow) {
 func (l *loop) event(s *lside, events uint32) {
 	fl := s.fl
 	defer l.recoverFlow(fl)
+	if events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		s.rdhup = true // edge-triggered: no other event will say so
+	}
 	if fl.sniffing {
 		if events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 			l.sniffSetup(fl, time.Now())
@@ -650,12 +673,15 @@ func (l *loop) event(s *lside, events uint32) {
 		if s != &fl.up {
 			return // the client's bytes wait for the upstream
 		}
-		if e := rawSoError(s.fd); e != 0 {
-			l.dialFailed(fl, os.NewSyscallError("connect", e))
-			return
-		}
+		// A failed connect reports EPOLLERR or EPOLLHUP (a connect in
+		// progress reports no EPOLLOUT): only then is SO_ERROR worth a
+		// system call.
 		if events&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
-			l.dialFailed(fl, errors.New("connect: connection refused"))
+			if e := rawSoError(s.fd); e != 0 {
+				l.dialFailed(fl, os.NewSyscallError("connect", e))
+			} else {
+				l.dialFailed(fl, errors.New("connect: connection refused"))
+			}
 			return
 		}
 		if events&unix.EPOLLOUT == 0 {
@@ -764,8 +790,14 @@ func (l *loop) move(s *lside) error {
 		if s.eof {
 			if !dst.shut {
 				dst.shut = true
-				if err := rawShutdown(dst.fd, unix.SHUT_WR); err != nil && err != unix.ENOTCONN {
-					return os.NewSyscallError("shutdown", err)
+				// When the other direction is over too, pump closes
+				// both sockets next, and close sends the FIN
+				// (both were read to EOF: nothing unread makes it
+				// an RST).
+				if !(dst.eof && dst.inPipe == 0 && s.shut) {
+					if err := rawShutdown(dst.fd, unix.SHUT_WR); err != nil && err != unix.ENOTCONN {
+						return os.NewSyscallError("shutdown", err)
+					}
 				}
 			}
 			return nil
@@ -1169,6 +1201,10 @@ func (l *loop) copyBurst(s *lside, want int) (more bool, err error) {
 		l.sniffed(fl, b[:n])
 	}
 	s.bulk = n == len(l.buf)
+	// A read shorter than asked emptied the socket; what arrives later is
+	// another edge-triggered event, so a read now would find nothing
+	// (HAProxy skips it too). Only a shut-down peer's EOF has to be read.
+	more = n == len(b) || s.rdhup
 	w, err := rawWrite(dst.fd, b[:n])
 	if err != nil && err != unix.EAGAIN {
 		return false, wrapSplice("write", err)
@@ -1190,6 +1226,7 @@ func (l *loop) copyBurst(s *lside, want int) (more bool, err error) {
 			return false, wrapSplice("write", fmt.Errorf("holding %d bytes for a full peer in a pipe: %w", n-w, err))
 		}
 		s.pp, s.havePP, s.inPipe = pp, true, m
+		return true, nil // the pipe waits for the peer's room
 	}
-	return true, nil
+	return more, nil
 }

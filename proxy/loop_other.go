@@ -2,7 +2,10 @@
 
 package proxy
 
-import "errors"
+import (
+	"errors"
+	"syscall"
+)
 
 // The event loops are Linux's (loop_linux.go); elsewhere every flow is
 // relayed on goroutines.
@@ -12,6 +15,8 @@ type loop struct{}
 type lflow struct{}
 
 func (p *Proxy) loopsWanted() bool { return false }
+
+func (p *Proxy) listenControl() func(network, address string, c syscall.RawConn) error { return nil }
 
 func (p *Proxy) startLoops() ([]*loop, error) { return nil, errors.ErrUnsupported }
 

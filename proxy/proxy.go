@@ -206,7 +206,7 @@ func (p *Proxy) Listen() error {
 	for _, a := range p.cfg.Listen {
 		// Accepted sockets are local clients, whose end the kernel reports
 		// even when they crash: no keep-alive probes (4 setsockopts each).
-		lc := net.ListenConfig{KeepAlive: -1}
+		lc := net.ListenConfig{KeepAlive: -1, Control: p.listenControl()}
 		nl, err := lc.Listen(context.Background(), "tcp", a.String())
 		if err != nil {
 			for _, l := range ls {
