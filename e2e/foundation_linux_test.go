@@ -144,6 +144,52 @@ func TestTransferThroughProxy(t *testing.T) {
 	}
 }
 
+// A client that speaks MPTCP (mptcpize, a Go dialer with SetMultipathTCP)
+// is relayed like any other: its SYN reaches the proxy's plain TCP listener
+// through the redirect and falls back to TCP there. (On Go's default MPTCP
+// listener it became an MPTCP socket without SO_ORIGINAL_DST, and was reset.)
+func TestMPTCPClient(t *testing.T) {
+	e := newEnv(t)
+	if b, err := os.ReadFile("/proc/sys/net/mptcp/enabled"); err != nil || strings.TrimSpace(string(b)) != "1" {
+		t.Skip("this kernel has no MPTCP (net.mptcp.enabled):", err)
+	}
+	e.start()
+	dst := netip.AddrPortFrom(nstest.SrvV4, 8082)
+	dataServer(t, listen(t, e.Srv, dst))
+	// Several connections: the kernel does not always start the first one
+	// with MPTCP.
+	const conns, size = 4, 256 << 10
+	for i := range conns {
+		var c net.Conn
+		err := nstest.Do(e.Cli, func() error {
+			d := net.Dialer{Timeout: 10 * time.Second}
+			d.SetMultipathTCP(true)
+			var err error
+			c, err = d.Dial("tcp", dst.String())
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		request(c, 'D', size)
+		h := sha256.New()
+		n, err := io.Copy(h, c)
+		c.Close()
+		if err != nil || n != size || !bytes.Equal(h.Sum(nil), hashOf(size)) {
+			t.Fatalf("download %d over an MPTCP client: %d bytes, %v", i, n, err)
+		}
+	}
+	fs := e.waitFlows(conns)
+	if len(fs) != conns {
+		t.Fatalf("%d flows, want %d", len(fs), conns)
+	}
+	for _, f := range fs {
+		if f.Dst != dst || f.BytesIn != size {
+			t.Errorf("flow %+v, want one to %v with %d bytes in", f, dst, size)
+		}
+	}
+}
+
 func TestSIGTERMRemovesRules(t *testing.T) {
 	e := newEnv(t)
 	e.start()

@@ -178,7 +178,7 @@ func (p *Proxy) startLoops() ([]*loop, error) {
 
 // listenControl sets TCP_NODELAY on a listening socket the loops will
 // serve: accepted sockets inherit it, a system call less per connection
-// (TestLoopClientNoDelay).
+// (TestNoDelay).
 func (p *Proxy) listenControl() func(network, address string, c syscall.RawConn) error {
 	if !p.loopsWanted() {
 		return nil

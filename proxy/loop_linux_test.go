@@ -240,34 +240,6 @@ func TestLoopIPv6(t *testing.T) {
 	}
 }
 
-// The loops set TCP_NODELAY on no accepted socket: it comes from the
-// listener. Both sockets of a flow have it, as on the goroutine path.
-func TestLoopClientNoDelay(t *testing.T) {
-	loopsOnly(t)
-	h := newHarness(t, Hooks{})
-	h.server(echoServer)
-	echo(t, h.dial(), "x")
-	c := liveConn(t, h.p)
-	got := make(chan [2]int, 1)
-	if !c.lp.Load().post(func() {
-		fl := c.lf
-		var v [2]int
-		for i, fd := range []int{fl.cli.fd, fl.up.fd} {
-			n, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY)
-			if err != nil {
-				n = -1
-			}
-			v[i] = n
-		}
-		got <- v
-	}) {
-		t.Fatal("loop stopped")
-	}
-	if v := <-got; v[0] != 1 || v[1] != 1 {
-		t.Fatalf("TCP_NODELAY client %d, upstream %d; want 1 and 1", v[0], v[1])
-	}
-}
-
 // A connection the loops cannot give an upstream socket to is reset, not
 // leaked, and the proxy goes on.
 func TestLoopSocketFailure(t *testing.T) {

@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"errors"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -73,5 +75,51 @@ func TestKeepAlive(t *testing.T) {
 	want, _ := strconv.Atoi(strings.TrimSpace(string(b)))
 	if v := sockopt(t, up, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE); v != want {
 		t.Errorf("upstream TCP_KEEPIDLE = %d s, want the system's %d s", v, want)
+	}
+}
+
+// Both sockets of a flow send without Nagle's delay, on either relay (the
+// loops' client sockets inherit it from their listener).
+func TestNoDelay(t *testing.T) {
+	h := newHarness(t, Hooks{})
+	h.server(echoServer)
+	echo(t, h.dial(), "x")
+	cli, up := flowSockets(t, liveConn(t, h.p))
+	if v := sockopt(t, cli, unix.IPPROTO_TCP, unix.TCP_NODELAY); v != 1 {
+		t.Errorf("accepted socket TCP_NODELAY = %d, want 1", v)
+	}
+	if v := sockopt(t, up, unix.IPPROTO_TCP, unix.TCP_NODELAY); v != 1 {
+		t.Errorf("upstream TCP_NODELAY = %d, want 1", v)
+	}
+}
+
+// The listeners are plain TCP, not Go's default MPTCP: the connection an
+// MPTCP client makes is redirected there too, and accepted by an MPTCP
+// listener it is an MPTCP socket, which has no SO_ORIGINAL_DST (the flow
+// was dropped). The e2e test TestMPTCPClient runs it through the redirect.
+func TestListenersArePlainTCP(t *testing.T) {
+	p, err := New(Config{
+		Listen:         []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:0")},
+		OriginalDst:    func(*net.TCPConn) (netip.AddrPort, error) { return netip.AddrPort{}, errors.New("unused") },
+		OriginalDstFD:  func(int, bool) (netip.AddrPort, error) { return netip.AddrPort{}, errors.New("unused") },
+		GoroutineRelay: goroutineRelay,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	for _, l := range p.listeners {
+		rc, err := l.SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var fd int
+		rc.Control(func(s uintptr) { fd = int(s) })
+		if v := sockopt(t, fd, unix.SOL_SOCKET, unix.SO_PROTOCOL); v != unix.IPPROTO_TCP {
+			t.Errorf("listener on %v: protocol %d, want TCP (%d)", l.Addr(), v, unix.IPPROTO_TCP)
+		}
 	}
 }
