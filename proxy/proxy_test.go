@@ -7,7 +7,9 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -626,4 +628,57 @@ func echo(t *testing.T, c *net.TCPConn, msg string) {
 	if _, err := io.ReadFull(c, b); err != nil || string(b) != msg {
 		t.Fatalf("echo %q: got %q, %v", msg, b, err)
 	}
+}
+
+// Many flows at once exchange many small messages, each written in pieces
+// with pauses between them, and end with half-closes: every byte and every
+// EOF arrives (on the loops: a short read is taken as an empty socket, so a
+// lost edge would stall a flow here until its deadline).
+func TestManySmallExchanges(t *testing.T) {
+	h := newHarness(t, Hooks{})
+	h.server(echoServer)
+	const flows, rounds = 32, 100
+	var wg sync.WaitGroup
+	errs := make(chan error, flows)
+	for i := range flows {
+		c := h.dial()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.SetDeadline(time.Now().Add(30 * time.Second))
+			rnd := mrand.New(mrand.NewPCG(uint64(i), 1))
+			for r := range rounds {
+				msg := make([]byte, 1+rnd.IntN(3000))
+				for j := range msg {
+					msg[j] = byte(rnd.Uint32())
+				}
+				for rest := msg; len(rest) > 0; {
+					n := min(len(rest), 1+rnd.IntN(len(msg)))
+					if _, err := c.Write(rest[:n]); err != nil {
+						errs <- fmt.Errorf("flow %d round %d: write: %w", i, r, err)
+						return
+					}
+					rest = rest[n:]
+					if rnd.IntN(2) == 0 {
+						time.Sleep(time.Duration(rnd.IntN(200)) * time.Microsecond)
+					}
+				}
+				got := make([]byte, len(msg))
+				if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, msg) {
+					errs <- fmt.Errorf("flow %d round %d: %d bytes echoed wrong or late: %v", i, r, len(msg), err)
+					return
+				}
+			}
+			c.CloseWrite()
+			if b, err := io.ReadAll(c); err != nil || len(b) != 0 {
+				errs <- fmt.Errorf("flow %d: after the half-close %d bytes, %v; want a clean EOF", i, len(b), err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	h.waitClosed(flows)
 }
