@@ -166,8 +166,12 @@ func (p *Proxy) startLoops() ([]*loop, error) {
 				return fail(fmt.Errorf("dup listener: %w", derr))
 			}
 			l.lfds = append(l.lfds, fd)
-			// Every loop waits on every listener; EPOLLEXCLUSIVE wakes one
-			// loop per new connection rather than all of them.
+			// Every loop waits on every listener. EPOLLEXCLUSIVE would wake
+			// one loop per new connection, but the kernel honours it only
+			// for a set that a thread waits on itself; ours are watched
+			// through the runtime's poller, so every idle loop wakes and
+			// all but one find EAGAIN. A SO_REUSEPORT listener per loop
+			// measured no better (BENCHMARKS.md round 7).
 			if err := unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: int32(fd)}); err != nil {
 				return fail(fmt.Errorf("epoll_ctl listener: %w", err))
 			}
