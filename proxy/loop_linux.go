@@ -1178,7 +1178,8 @@ const copyBuf = 16 << 10
 // copyBurst reads what s has (up to want, at most the loop's buffer) and
 // writes it to the peer; what the peer does not take goes into a pipe, which
 // move drains as it drains spliced bytes. more is false when s had nothing
-// to read.
+// to read, or when a short read emptied it and its peer has not shut down
+// (the next bytes are a new event).
 func (l *loop) copyBurst(s *lside, want int) (more bool, err error) {
 	dst, fl := s.peer, s.fl
 	b := l.buf
