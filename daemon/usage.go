@@ -19,15 +19,16 @@ type usage struct {
 	// sink is where flushes write: the store (a test's fake in tests).
 	sink usageSink
 	// unstored are flow records a failed write left, their bytes already
-	// counted. Guarded by flushMu.
+	// counted. Guarded by flushMu, as is last.
 	unstored []flow.Flow
+	last     map[uint64][2]int64 // flow id -> bytes in/out already counted
 
-	// mu guards the counters below. It is never held across a write to the
-	// sink, so the end of a flow (flowClosed) and interface reports do not
-	// wait for SQLite.
+	// mu guards the counters below. It is held only to swap or add up
+	// small maps, never across a flush's pass over its flows or a write to
+	// the sink: the event loops take it at the end of every flow
+	// (flowClosed), and a loop waiting for it waits with all its flows.
 	mu     sync.Mutex
-	last   map[uint64][2]int64 // flow id -> bytes in/out already counted
-	closed []flow.Flow         // flows closed since the last flush
+	closed []flow.Flow // flows closed since the last flush
 	unsent map[usageKey][2]int64
 	// proxied counts, per interface, every byte the proxy relayed; capLast,
 	// per interface and protocol, the unattributed bytes already written.
@@ -88,6 +89,8 @@ func (d *Daemon) flushUsage(now time.Time) {
 	u.closed = nil
 	sums := u.unsent
 	u.unsent = make(map[usageKey][2]int64, len(sums))
+	u.mu.Unlock()
+	proxied := map[string][2]int64{}
 	add := func(f *flow.Flow, final bool) {
 		prev := u.last[f.ID]
 		din, dout := f.BytesIn-prev[0], f.BytesOut-prev[1]
@@ -103,8 +106,8 @@ func (d *Daemon) flushUsage(now time.Time) {
 		s := sums[k]
 		sums[k] = [2]int64{s[0] + din, s[1] + dout}
 		if f.Iface != "" {
-			p := u.proxied[f.Iface]
-			u.proxied[f.Iface] = [2]int64{p[0] + din, p[1] + dout}
+			p := proxied[f.Iface]
+			proxied[f.Iface] = [2]int64{p[0] + din, p[1] + dout}
 		}
 	}
 	for i := range live {
@@ -112,6 +115,11 @@ func (d *Daemon) flushUsage(now time.Time) {
 	}
 	for i := range closed {
 		add(&closed[i], true)
+	}
+	u.mu.Lock()
+	for ifc, v := range proxied {
+		p := u.proxied[ifc]
+		u.proxied[ifc] = [2]int64{p[0] + v[0], p[1] + v[1]}
 	}
 	d.addUnattributed(sums)
 	u.mu.Unlock()
