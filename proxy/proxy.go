@@ -314,10 +314,7 @@ func (p *Proxy) closeListeners() {
 func (p *Proxy) Close() error {
 	p.mu.Lock()
 	p.stopped = true
-	live := make([]*conn, 0, len(p.live))
-	for _, c := range p.live {
-		live = append(live, c)
-	}
+	live := p.liveConns()
 	p.mu.Unlock()
 	p.cancel()
 	p.closeListeners()
@@ -368,7 +365,6 @@ func (p *Proxy) Stats() Stats {
 // closed ones, oldest first.
 func (p *Proxy) Flows(closed bool) []flow.Flow {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	out := make([]flow.Flow, 0, len(p.live))
 	if closed {
 		n := len(p.closed)
@@ -376,26 +372,41 @@ func (p *Proxy) Flows(closed bool) []flow.Flow {
 			out = append(out, p.closed[(p.closedPos+i)%n])
 		}
 	}
+	live := p.liveConns()
+	p.mu.Unlock()
 	start := len(out)
-	for _, c := range p.live {
+	for _, c := range live {
 		out = append(out, c.snapshot())
 	}
 	sortByID(out[start:])
 	return out
 }
 
+// liveConns returns the live flows; the caller holds p.mu. Callers look at
+// them after releasing it: the event loops take p.mu for every flow that
+// starts or ends, and a snapshot of thousands of flows under it (every 2 s,
+// for the usage flush) held them all up for milliseconds.
+func (p *Proxy) liveConns() []*conn {
+	cs := make([]*conn, 0, len(p.live))
+	for _, c := range p.live {
+		cs = append(cs, c)
+	}
+	return cs
+}
+
 // CloseFlows resets every live flow for which match returns true (a new deny
 // rule, an exhausted quota) and returns how many it cut.
 func (p *Proxy) CloseFlows(match func(f *flow.Flow) bool, reason string) int {
 	p.mu.Lock()
+	live := p.liveConns()
+	p.mu.Unlock()
 	var cut []*conn
-	for _, c := range p.live {
+	for _, c := range live {
 		s := c.snapshot()
 		if match(&s) {
 			cut = append(cut, c)
 		}
 	}
-	p.mu.Unlock()
 	for _, c := range cut {
 		c.abort(reason)
 	}
@@ -406,14 +417,15 @@ func (p *Proxy) CloseFlows(match func(f *flow.Flow) bool, reason string) int {
 // both ways, as when a quota runs out mid-transfer) and returns how many.
 func (p *Proxy) CutFlows(match func(f *flow.Flow) bool, reason string) int {
 	p.mu.Lock()
+	live := p.liveConns()
+	p.mu.Unlock()
 	var cut []*conn
-	for _, c := range p.live {
+	for _, c := range live {
 		s := c.snapshot()
 		if s.State == flow.StateOpen && match(&s) {
 			cut = append(cut, c)
 		}
 	}
-	p.mu.Unlock()
 	for _, c := range cut {
 		c.cut(errors.New(reason))
 	}
