@@ -207,9 +207,9 @@ func (p *Proxy) Listen() error {
 		// Accepted sockets are local clients, whose end the kernel reports
 		// even when they crash: no keep-alive probes (4 setsockopts each).
 		lc := net.ListenConfig{KeepAlive: -1, Control: p.listenControl()}
-		// Plain TCP, not Go's default MPTCP listener: redirected
-		// connections are local TCP (an MPTCP client's falls back), and
-		// an MPTCP listener costs every accept its subflow path.
+		// Plain TCP, not Go's default MPTCP listener: there a redirected
+		// MPTCP client's connection would be an MPTCP socket, which has
+		// no SO_ORIGINAL_DST; here it falls back to TCP.
 		lc.SetMultipathTCP(false)
 		nl, err := lc.Listen(context.Background(), "tcp", a.String())
 		if err != nil {
