@@ -82,8 +82,10 @@ func (d *Daemon) flowClosed(f *flow.Flow) {
 func (d *Daemon) flushUsage(now time.Time) {
 	d.usage.flushMu.Lock()
 	defer d.usage.flushMu.Unlock()
-	live := d.proxy.Flows(false)
 	u := &d.usage
+	// Only the live flows that moved since the last flush: an idle one
+	// would add nothing, and a daemon may hold thousands.
+	live := d.proxy.ChangedFlows(u.last)
 	u.mu.Lock()
 	closed := u.closed
 	u.closed = nil

@@ -682,3 +682,53 @@ func TestManySmallExchanges(t *testing.T) {
 	}
 	h.waitClosed(flows)
 }
+
+// ChangedFlows leaves out the live flows whose counts the caller has seen,
+// and returns the others with their counts now.
+func TestChangedFlows(t *testing.T) {
+	h := newHarness(t, Hooks{})
+	h.server(echoServer)
+	c1, c2 := h.dial(), h.dial()
+	echo(t, c1, "one")
+	echo(t, c2, "two")
+	if fs := h.p.ChangedFlows(nil); len(fs) != 2 {
+		t.Fatalf("nothing seen: %d flows, want both", len(fs))
+	}
+	// The goroutine relay counts a chunk once written: the echo can
+	// arrive a moment before its count.
+	waitCounts := func(want int64) []flow.Flow {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			fs := h.p.Flows(false)
+			done := true
+			for _, f := range fs {
+				done = done && f.BytesIn+f.BytesOut >= want
+			}
+			if done || time.Now().After(deadline) {
+				return fs
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	seen := map[uint64][2]int64{}
+	bySrc := map[netip.AddrPort]uint64{}
+	for _, f := range waitCounts(6) {
+		seen[f.ID] = [2]int64{f.BytesIn, f.BytesOut}
+		bySrc[f.Src] = f.ID
+	}
+	if fs := h.p.ChangedFlows(seen); len(fs) != 0 {
+		t.Fatalf("all seen: got %+v, want none", fs)
+	}
+	echo(t, c1, "more")
+	id1 := bySrc[c1.LocalAddr().(*net.TCPAddr).AddrPort()]
+	var fs []flow.Flow
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if fs = h.p.ChangedFlows(seen); len(fs) == 1 && fs[0].BytesIn+fs[0].BytesOut == 14 {
+			break
+		}
+	}
+	if len(fs) != 1 || fs[0].ID != id1 || fs[0].BytesIn != 7 || fs[0].BytesOut != 7 {
+		t.Fatalf("after 4 more bytes each way on flow %d: got %+v", id1, fs)
+	}
+}
