@@ -244,8 +244,39 @@ func TestFlows(t *testing.T) {
 	if len(all) != 50 || all[46].Err != "reset by peer" || all[46].Src.IsValid() {
 		t.Errorf("flow 4: %+v", all[46])
 	}
+	for i, f := range all {
+		if want := batch[49-i]; f != want {
+			t.Errorf("flow %d round trip:\n got %+v\nwant %+v", want.ID, f, want)
+		}
+	}
 	if none, err := s.RecentFlows(0); err != nil || none != nil {
 		t.Errorf("limit 0: %v %v", none, err)
+	}
+}
+
+// AddFlows binds up to flowsPerInsert rows to a statement: batches below,
+// at and across that size store every row, each value in its column.
+func TestAddFlowsBatchSizes(t *testing.T) {
+	for _, n := range []int{1, flowsPerInsert - 1, flowsPerInsert, flowsPerInsert + 1, 3*flowsPerInsert + 5} {
+		s, _ := openTemp(t)
+		var batch []flow.Flow
+		for i := 1; i <= n; i++ {
+			f := mkFlow(i)
+			f.Host, f.BytesOut = fmt.Sprintf("h%d.example", i), int64(i)
+			batch = append(batch, f)
+		}
+		if err := s.AddFlows(batch); err != nil {
+			t.Fatalf("%d flows: %v", n, err)
+		}
+		got, err := s.RecentFlows(1000)
+		if err != nil || len(got) != n {
+			t.Fatalf("%d flows: got %d back, %v", n, len(got), err)
+		}
+		for i, f := range got {
+			if want := batch[n-1-i]; f != want {
+				t.Errorf("batch of %d, flow %d:\n got %+v\nwant %+v", n, want.ID, f, want)
+			}
+		}
 	}
 }
 
