@@ -692,7 +692,13 @@ func (l *loop) event(s *lside, events uint32) {
 			return
 		}
 		l.connected(fl)
-		l.pump(fl, &fl.cli, &fl.up) // the client may have sent while we dialled
+		// The client may have sent while we dialled. The upstream has bytes
+		// only if this event says so: what arrives later is another event.
+		var up *lside
+		if events&(unix.EPOLLIN|unix.EPOLLRDHUP) != 0 {
+			up = &fl.up
+		}
+		l.pump(fl, &fl.cli, up)
 		return
 	}
 	// Move only what the event can have changed: the bytes s has to read,

@@ -598,3 +598,27 @@ func addrPortOf(sa unix.Sockaddr) netip.AddrPort {
 	}
 	return netip.AddrPort{}
 }
+
+// A server that speaks first can have its bytes there by the time the
+// connect's event is read: that event says EPOLLIN too, and the loop
+// relays them then (a later arrival is an event of its own).
+func TestLoopConnectEventWithBytes(t *testing.T) {
+	cliFar, cliNear := tcpPair(t)
+	upNear, upFar := tcpPair(t)
+	if _, err := upFar.Write([]byte("220 ready\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	l, fl := loopFlow(t, moveBudget, fdOf(t, cliNear), fdOf(t, upNear))
+	fl.dialing = true
+	l.dialing = map[*lflow]struct{}{fl: {}}
+	l.event(&fl.up, unix.EPOLLOUT|unix.EPOLLIN)
+	cliFar.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b := make([]byte, 11)
+	if _, err := io.ReadFull(cliFar, b); err != nil || string(b) != "220 ready\r\n" {
+		t.Fatalf("banner %q, %v", b, err)
+	}
+	if fl.dialing {
+		t.Error("flow still dialling after its connect event")
+	}
+}
