@@ -384,7 +384,7 @@ func (d *Daemon) hooks() proxy.Hooks {
 		IdentifyFast: d.identifyFast,
 		Name:         d.dnsName,
 		NameLater:    d.laterName,
-		NeedsHost:    func() bool { return d.rules.Load().needsHost },
+		NeedsHost:    d.needsHost,
 		NeedsIface:   func() bool { return d.rules.Load().needsIface },
 		Decide:       d.decide,
 		Ask:          d.ask,

@@ -20,8 +20,9 @@ type rules struct {
 	all        []policy.Rule
 	byID       map[int64]policy.Rule
 	set        *policy.Set
-	needsHost  bool // some rule matches host names: wait (bounded) for SNI/Host before deciding
+	needsHost  bool // some rule matches host names: flows it may match wait (bounded) for SNI/Host
 	needsIface bool // some rule matches an interface: find it before deciding
+	mayAsk     bool // the default action or some rule is ask
 }
 
 // reloadRules recompiles config rules plus stored ones. Callers hold d.ruleMu.
@@ -33,14 +34,27 @@ func (d *Daemon) reloadRules() error {
 	if err != nil {
 		return err
 	}
-	all := append(append([]policy.Rule(nil), d.pol.Rules...), stored...)
-	set, err := policy.Compile(all)
+	r, err := compileRules(append(append([]policy.Rule(nil), d.pol.Rules...), stored...), d.pol.DefaultAction)
 	if err != nil {
 		return err
 	}
-	r := &rules{all: all, set: set, byID: make(map[int64]policy.Rule, len(all))}
+	d.rules.Store(r)
+	d.rulesChanged(r)
+	return nil
+}
+
+// compileRules builds the rule set all with default action def.
+func compileRules(all []policy.Rule, def policy.Action) (*rules, error) {
+	set, err := policy.Compile(all)
+	if err != nil {
+		return nil, err
+	}
+	r := &rules{all: all, set: set, byID: make(map[int64]policy.Rule, len(all)), mayAsk: def == policy.Ask}
 	for _, ru := range all {
 		r.byID[ru.ID] = ru
+		if ru.Action == policy.Ask {
+			r.mayAsk = true
+		}
 		if ru.Iface != "" {
 			r.needsIface = true
 		}
@@ -50,9 +64,26 @@ func (d *Daemon) reloadRules() error {
 			}
 		}
 	}
-	d.rules.Store(r)
-	d.rulesChanged(r)
-	return nil
+	return r, nil
+}
+
+// needsHost is the proxy's NeedsHost hook. A flow waits (bounded) for the
+// name its client sends (TLS SNI, HTTP Host) before it is decided only when
+// a rule naming a host could match it, so that the name can change its
+// verdict or its limits, or when such rules exist and it is headed for a
+// prompt (the user answers for the host it names). Every other flow is
+// decided at once: one rule for a host must not hold up every connection of
+// the machine, a server-speaks-first protocol's (SSH, SMTP) for the whole wait.
+func (d *Daemon) needsHost(f *flow.Flow) bool {
+	r := d.rules.Load()
+	if !r.needsHost {
+		return false
+	}
+	now := time.Now()
+	if r.set.HostMatters(f, now) {
+		return true
+	}
+	return r.mayAsk && r.set.Decide(f, d.pol.DefaultAction, now).Action == policy.Ask
 }
 
 // decide is the proxy's Decide hook: pure policy over the flow.

@@ -2,10 +2,12 @@ package daemon
 
 import (
 	"errors"
+	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/netshape/netshape/control"
+	"github.com/netshape/netshape/flow"
 	"github.com/netshape/netshape/policy"
 )
 
@@ -49,6 +51,40 @@ func TestShaperResetDay(t *testing.T) {
 	} {
 		if got := shaperResetDay(policy.Rule{Period: tc.p, ResetDay: tc.day}); got != tc.want {
 			t.Errorf("%s day %d -> %d, want %d", tc.p, tc.day, got, tc.want)
+		}
+	}
+}
+
+// A flow waits for the name its client sends only when a host-name rule
+// could match it, or when it is headed for a prompt while such rules exist.
+func TestNeedsHost(t *testing.T) {
+	ssh := &flow.Flow{Exe: "/usr/bin/ssh", PID: 7, UID: 1000, User: "alice", Dst: netip.MustParseAddrPort("198.18.0.1:22")}
+	firefox := &flow.Flow{Exe: "/usr/bin/firefox", PID: 8, UID: 1000, User: "alice", Dst: netip.MustParseAddrPort("198.18.0.1:443")}
+	for _, tc := range []struct {
+		name         string
+		rules        []policy.Rule
+		def          policy.Action
+		ssh, firefox bool
+	}{
+		{"no rules", nil, policy.Allow, false, false},
+		{"address and app rules only", []policy.Rule{{ID: 1, Host: "198.18.0.0/16", Action: policy.Deny}, {ID: 2, App: "ssh", Action: policy.Allow}}, policy.Ask, false, false},
+		{"a name rule for every app", []policy.Rule{{ID: 1, Host: "*.example.test", Action: policy.Deny}}, policy.Allow, true, true},
+		{"a name rule for firefox", []policy.Rule{{ID: 1, App: "firefox", Host: "*.youtube.com", Action: policy.Allow, Rate: 2e6}}, policy.Allow, false, true},
+		{"a name rule for port 443", []policy.Rule{{ID: 1, Host: "*.example.test", Port: "443", Action: policy.Deny}}, policy.Allow, false, true},
+		{"headed for a prompt", []policy.Rule{{ID: 1, App: "firefox", Host: "*.youtube.com", Action: policy.Allow}}, policy.Ask, true, true},
+		{"allowed by its app while others prompt", []policy.Rule{{ID: 1, App: "firefox", Host: "*.youtube.com", Action: policy.Allow}, {ID: 2, App: "ssh", Action: policy.Allow}}, policy.Ask, false, true},
+	} {
+		r, err := compileRules(tc.rules, tc.def)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := &Daemon{pol: &policy.Config{DefaultAction: tc.def}}
+		d.rules.Store(r)
+		if got := d.needsHost(ssh); got != tc.ssh {
+			t.Errorf("%s: ssh needs its host: %v, want %v", tc.name, got, tc.ssh)
+		}
+		if got := d.needsHost(firefox); got != tc.firefox {
+			t.Errorf("%s: firefox needs its host: %v, want %v", tc.name, got, tc.firefox)
 		}
 	}
 }

@@ -137,6 +137,12 @@ func newQuery(f *flow.Flow, now time.Time) query {
 }
 
 func (c *compiled) matches(q *query) bool {
+	return c.matchesBesidesHost(q, false) && c.matchesHost(q)
+}
+
+// matchesBesidesHost checks every field but the host. With anyIface a rule
+// naming an interface matches a flow whose interface is not known yet.
+func (c *compiled) matchesBesidesHost(q *query, anyIface bool) bool {
 	if c.expires != 0 && q.now >= c.expires {
 		return false
 	}
@@ -158,28 +164,26 @@ func (c *compiled) matches(q *query) bool {
 			return false
 		}
 	}
-	switch c.host.Kind {
-	case HostName:
-		if q.host != c.host.Name {
-			return false
-		}
-	case HostWildcard:
-		if !underDomain(q.host, c.host.Name) {
-			return false
-		}
-	case HostIP, HostCIDR:
-		if !q.dst.IsValid() || !c.host.Prefix.Contains(q.dst) {
-			return false
-		}
-	}
 	if c.hasPort {
 		p := q.f.Dst.Port()
 		if p < c.port.Lo || p > c.port.Hi {
 			return false
 		}
 	}
-	if c.iface != "" && q.f.Iface != c.iface {
+	if c.iface != "" && q.f.Iface != c.iface && (!anyIface || q.f.Iface != "") {
 		return false
+	}
+	return true
+}
+
+func (c *compiled) matchesHost(q *query) bool {
+	switch c.host.Kind {
+	case HostName:
+		return q.host == c.host.Name
+	case HostWildcard:
+		return underDomain(q.host, c.host.Name)
+	case HostIP, HostCIDR:
+		return q.dst.IsValid() && c.host.Prefix.Contains(q.dst)
 	}
 	return true
 }
@@ -217,6 +221,12 @@ type Set struct {
 	byIface    map[string][]int32       // interface (and no host, app or single port)
 	rest       []int32                  // everything else (user, port range, match-all)
 	hasLimits  bool
+
+	// The rules naming a host by name or wildcard again, by their app, for
+	// HostMatters.
+	namedByExe map[string][]int32
+	namedByApp map[string][]int32
+	namedAny   []int32
 }
 
 // cidrLen is a prefix length of one address family.
@@ -265,8 +275,10 @@ func Compile(rules []Rule) (*Set, error) {
 		switch {
 		case c.host.Kind == HostName:
 			s.byName[c.host.Name] = append(s.byName[c.host.Name], pos)
+			s.indexNamed(c, pos)
 		case c.host.Kind == HostWildcard:
 			s.byWildcard[c.host.Name] = append(s.byWildcard[c.host.Name], pos)
+			s.indexNamed(c, pos)
 		case c.host.Kind == HostIP:
 			a := c.host.Prefix.Addr()
 			s.byIP[a] = append(s.byIP[a], pos)
@@ -291,6 +303,48 @@ func Compile(rules []Rule) (*Set, error) {
 		}
 	}
 	return s, nil
+}
+
+func (s *Set) indexNamed(c *compiled, pos int32) {
+	switch {
+	case c.app != "" && c.appIsPath:
+		if s.namedByExe == nil {
+			s.namedByExe = map[string][]int32{}
+		}
+		s.namedByExe[c.app] = append(s.namedByExe[c.app], pos)
+	case c.app != "":
+		if s.namedByApp == nil {
+			s.namedByApp = map[string][]int32{}
+		}
+		s.namedByApp[c.app] = append(s.namedByApp[c.app], pos)
+	default:
+		s.namedAny = append(s.namedAny, pos)
+	}
+}
+
+// HostMatters reports whether f's host name can change its verdict or its
+// limits at time now: whether some unexpired rule that names a host (an
+// exact name or a wildcard) matches f on every other field. A rule naming
+// an interface counts when f's interface is not known yet. When it reports
+// false, waiting for the name the client sends (TLS SNI, HTTP Host) cannot
+// change the decision.
+func (s *Set) HostMatters(f *flow.Flow, now time.Time) bool {
+	if len(s.namedAny) == 0 && len(s.namedByExe) == 0 && len(s.namedByApp) == 0 {
+		return false
+	}
+	q := query{f: f, app: f.App(), now: now.UnixNano()} // what matchesBesidesHost reads
+	some := func(list []int32) bool {
+		for _, p := range list {
+			if s.rules[p].matchesBesidesHost(&q, true) {
+				return true
+			}
+		}
+		return false
+	}
+	if f.Exe != "" && (some(s.namedByExe[f.Exe]) || some(s.namedByApp[q.app])) {
+		return true
+	}
+	return some(s.namedAny)
 }
 
 // Len is the number of rules in the set.

@@ -268,9 +268,87 @@ func TestSetMatchesDecide(t *testing.T) {
 	}
 }
 
-func BenchmarkSetDecide1000(b *testing.B) {
-	rng := rand.New(rand.NewPCG(3, 4))
-	// A realistic mix: mostly per-app host rules from prompt answers.
+func TestHostMatters(t *testing.T) {
+	s, err := Compile([]Rule{
+		{ID: 1, App: "firefox", Host: "*.youtube.com", Action: Allow, Rate: 2e6},
+		{ID: 2, Host: "*.example.test", Port: "443", Action: Deny},
+		{ID: 3, User: "bob", Host: "bob.example", Action: Deny},
+		{ID: 4, Iface: "wlan0", Host: "metered.example", Action: Deny},
+		{ID: 5, App: "/opt/tool", Host: "tool.example", Action: Allow, Expires: t0.Add(-time.Hour)},
+		{ID: 6, Host: "198.18.0.0/16", Action: Allow}, // an address rule: the name cannot change it
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name  string
+		f     *flow.Flow
+		iface string
+		want  bool
+	}{
+		{"the app a name rule names", fl("/usr/bin/firefox", "", "198.18.0.1:443"), "eth0", true},
+		{"the port a name rule names", fl("/usr/bin/curl", "", "198.18.0.1:443"), "eth0", true},
+		{"another port, app and user", fl("/usr/bin/ssh", "", "198.18.0.1:22"), "eth0", false},
+		{"the user a name rule names", &flow.Flow{Exe: "/usr/bin/ssh", PID: 7, UID: 1001, User: "bob", Dst: netip.MustParseAddrPort("198.18.0.1:22")}, "eth0", true},
+		{"the interface a name rule names", fl("/usr/bin/ssh", "", "198.18.0.1:22"), "wlan0", true},
+		{"an interface not known yet", fl("/usr/bin/ssh", "", "198.18.0.1:22"), "", true},
+		{"an expired name rule's app", fl("/opt/tool", "", "198.18.0.1:22"), "eth0", false},
+		{"an unidentified process", &flow.Flow{Dst: netip.MustParseAddrPort("198.18.0.1:22"), Iface: "eth0"}, "eth0", false},
+	}
+	for _, tc := range tests {
+		tc.f.Iface = tc.iface
+		if got := s.HostMatters(tc.f, t0); got != tc.want {
+			t.Errorf("%s: HostMatters = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	if none, _ := Compile([]Rule{{ID: 1, App: "curl", Action: Deny}, {ID: 2, Host: "10.0.0.0/8", Action: Ask}}); none.HostMatters(fl("/usr/bin/curl", "", "10.0.0.1:443"), t0) {
+		t.Error("HostMatters with no name rules")
+	}
+}
+
+// When HostMatters says no, no host name the client could send changes the
+// verdict, the deciding rule or the limits, whatever interface the flow
+// turns out to use (random rule sets, as TestSetMatchesDecide).
+func TestHostMattersNeverHidesAName(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	names := []string{"", "www.example.com", "example.com", "a.b.example.com", "cdn.net", "x.org", "b.example.com", "198.18.0.1"}
+	var yes, no int
+	for round := range 300 {
+		rules := randomRules(rng, 1+rng.IntN(40))
+		s, err := Compile(rules)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 20 {
+			f := randomFlow(rng)
+			f.Host, f.Iface = "", ""
+			if s.HostMatters(f, t0) {
+				yes++
+				continue
+			}
+			no++
+			for _, iface := range []string{"", "eth0", "wlan0"} {
+				g := *f
+				g.Iface = iface
+				want := s.Decide(&g, Ask, t0)
+				for _, h := range names {
+					g.Host = h
+					if got := s.Decide(&g, Ask, t0); got.Action != want.Action || got.RuleID != want.RuleID || !slices.Equal(got.Limits, want.Limits) {
+						t.Fatalf("round %d: HostMatters said no, but host %q on %q gives %+v, without %+v\nflow %+v\nrules %+v",
+							round, h, iface, got, want, g, rules)
+					}
+				}
+			}
+		}
+	}
+	if yes < 100 || no < 100 {
+		t.Errorf("HostMatters said yes %d and no %d times of %d: the random rules test too little", yes, no, yes+no)
+	}
+}
+
+// mixedRules is a realistic mix of 1,000 rules: mostly per-app host rules
+// from prompt answers; the blocklist-style wildcards (no app) name port.
+func mixedRules(port string) []Rule {
 	var rules []Rule
 	for i := range 1000 {
 		r := Rule{ID: int64(i + 1), Action: []Action{Allow, Deny, Ask}[i%3]}
@@ -278,7 +356,7 @@ func BenchmarkSetDecide1000(b *testing.B) {
 		case 0:
 			r.Host = fmt.Sprintf("198.18.%d.0/24", i%256)
 		case 1:
-			r.Host = fmt.Sprintf("*.site%d.com", i)
+			r.Host, r.Port = fmt.Sprintf("*.site%d.com", i), port
 		case 2:
 			r.App = fmt.Sprintf("app%d", i%50)
 		case 3:
@@ -292,7 +370,12 @@ func BenchmarkSetDecide1000(b *testing.B) {
 		}
 		rules = append(rules, r)
 	}
-	s, err := Compile(rules)
+	return rules
+}
+
+func BenchmarkSetDecide1000(b *testing.B) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	s, err := Compile(mixedRules(""))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -306,6 +389,25 @@ func BenchmarkSetDecide1000(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
 		s.Decide(flows[i%len(flows)], Ask, t0)
+	}
+}
+
+// BenchmarkHostMatters1000 is the question every flow asks before it is
+// decided when host-name rules exist, for a flow none of them can match (an
+// app no rule names, to a port the wildcards do not): the slowest answer,
+// after every rule naming a host without an app.
+func BenchmarkHostMatters1000(b *testing.B) {
+	s, err := Compile(mixedRules("443"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	f := fl("/usr/bin/ssh", "", "198.18.0.1:22")
+	if s.HostMatters(f, t0) {
+		b.Fatal("a name rule matches the benchmark's flow")
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		s.HostMatters(f, t0)
 	}
 }
 

@@ -186,7 +186,7 @@ func (c *conn) run() bool {
 	// (bounded) for them; else look once the upstream is dialled, when they
 	// have more likely arrived: a peek is a syscall on the setup path.
 	sniffed := false
-	if h.NeedsHost != nil && h.NeedsHost() {
+	if h.NeedsHost != nil && h.NeedsHost(&f) {
 		sniffed = c.sniff(&f, p.cfg.PeekWait, splitWait)
 		if !sniffed && f.Host == "" && h.Name != nil {
 			// A client that sends nothing (server speaks first) was waited

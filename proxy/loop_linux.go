@@ -521,7 +521,7 @@ func (l *loop) newFlow(fd int, src netip.AddrPort) {
 	if h.Name != nil {
 		f.Host, f.HostSource = h.Name(f.Dst.Addr())
 	}
-	if h.NeedsHost != nil && h.NeedsHost() {
+	if h.NeedsHost != nil && h.NeedsHost(&f) {
 		// A decision may depend on the host name: wait (bounded) for the
 		// client's first bytes, TLS SNI or HTTP Host, before deciding.
 		fl.f = f

@@ -276,7 +276,7 @@ func TestLoopWaitsForHost(t *testing.T) {
 	var mu sync.Mutex
 	var decided []string
 	h := newHarness(t, Hooks{
-		NeedsHost: func() bool { return true },
+		NeedsHost: func(*flow.Flow) bool { return true },
 		Decide: func(f *flow.Flow) Action {
 			mu.Lock()
 			decided = append(decided, f.Host)

@@ -58,9 +58,11 @@ type Hooks struct {
 	Name func(ip netip.Addr) (host, source string)
 	// NameLater returns a name that may be found without delaying the flow (reverse DNS).
 	NameLater func(ip netip.Addr) (host, source string)
-	// NeedsHost reports whether a decision may depend on the host name, so the
-	// proxy waits (bounded) for the client's first bytes before deciding.
-	NeedsHost func() bool
+	// NeedsHost reports whether f's decision may depend on its host name, so
+	// the proxy waits (bounded) for the client's first bytes before deciding.
+	// f is identified, with any name learnt before the connection. It must
+	// not block.
+	NeedsHost func(f *flow.Flow) bool
 	// NeedsIface reports whether a decision or a limit may depend on the
 	// interface, so the proxy finds the egress interface by a route lookup
 	// before deciding (else it learns it from the upstream socket after dialling).

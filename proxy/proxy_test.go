@@ -431,7 +431,7 @@ func TestSNIAndHTTPHost(t *testing.T) {
 	var mu sync.Mutex
 	var decided []string
 	h := newHarness(t, Hooks{
-		NeedsHost: func() bool { return true },
+		NeedsHost: func(*flow.Flow) bool { return true },
 		Decide: func(f *flow.Flow) Action {
 			mu.Lock()
 			decided = append(decided, f.Host+"/"+f.HostSource)
@@ -460,18 +460,40 @@ func TestSNIAndHTTPHost(t *testing.T) {
 	}
 }
 
-// A server-speaks-first protocol is not held up when no decision needs the host.
+// A server-speaks-first protocol is held up (PeekWait, for a client that
+// sends nothing) only when NeedsHost says the flow's decision needs its host.
 func TestServerSpeaksFirst(t *testing.T) {
-	h := newHarness(t, Hooks{})
+	const peekWait = 600 * time.Millisecond
+	var needs atomic.Bool
+	var asked atomic.Value
+	h := newHarnessWith(t, Hooks{NeedsHost: func(f *flow.Flow) bool {
+		asked.Store(f.Dst)
+		return needs.Load()
+	}}, func(cfg *Config) { cfg.PeekWait = peekWait })
 	h.server(func(c *net.TCPConn) {
 		c.Write([]byte("SSH-2.0-test\r\n"))
 		io.Copy(io.Discard, c)
 	})
-	c := h.dial()
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	b := make([]byte, 14)
-	if _, err := io.ReadFull(c, b); err != nil || string(b) != "SSH-2.0-test\r\n" {
-		t.Fatalf("banner %q %v", b, err)
+	banner := func() time.Duration {
+		c := h.dial()
+		defer c.Close()
+		start := time.Now()
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		b := make([]byte, 14)
+		if _, err := io.ReadFull(c, b); err != nil || string(b) != "SSH-2.0-test\r\n" {
+			t.Fatalf("banner %q %v", b, err)
+		}
+		return time.Since(start)
+	}
+	if el := banner(); el >= peekWait/2 {
+		t.Errorf("banner after %v with no host needed, want well under PeekWait (%v)", el, peekWait)
+	}
+	if got, _ := asked.Load().(netip.AddrPort); got != h.target.Load().(netip.AddrPort) {
+		t.Errorf("NeedsHost asked about a flow to %v, want %v", got, h.target.Load())
+	}
+	needs.Store(true)
+	if el := banner(); el < peekWait*8/10 {
+		t.Errorf("banner after %v with the host needed, want about PeekWait (%v)", el, peekWait)
 	}
 }
 
@@ -554,7 +576,7 @@ func TestCloseFlowsCutsMatching(t *testing.T) {
 func TestLargeFirstMessage(t *testing.T) {
 	var got atomic.Value
 	h := newHarness(t, Hooks{
-		NeedsHost: func() bool { return true },
+		NeedsHost: func(*flow.Flow) bool { return true },
 		Decide:    func(f *flow.Flow) Action { got.Store(f.Host + "/" + f.HostSource); return Allow },
 	})
 	h.server(func(c *net.TCPConn) { io.Copy(io.Discard, c) })
