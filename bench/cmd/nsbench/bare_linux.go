@@ -37,7 +37,7 @@ func relayFlags(name string) (fs *flag.FlagSet, listen *string, mark *int) {
 func bare(args []string) error {
 	fs, addr, mark := relayFlags("bare")
 	fs.Parse(args)
-	l, err := net.Listen("tcp4", *addr)
+	l, err := listenTCP("tcp4", *addr)
 	if err != nil {
 		return fmt.Errorf("bare relay: listen on %s: %w", *addr, err)
 	}

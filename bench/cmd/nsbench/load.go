@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -26,12 +27,22 @@ const (
 	modeSink = 'S'
 )
 
+// listenTCP listens with plain TCP. Go's listeners accept MPTCP by default
+// (Go 1.24+), so every plain TCP connection a client makes would be served
+// through the kernel's MPTCP fallback: not what a typical server does, and a
+// cost every contender's connections (direct's too) would pay.
+func listenTCP(network, addr string) (net.Listener, error) {
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(false)
+	return lc.Listen(context.Background(), network, addr)
+}
+
 // serve runs the bench server until killed.
 func serve(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ExitOnError)
 	addr := fs.String("listen", "0.0.0.0:7000", "listen `address`")
 	fs.Parse(args)
-	l, err := net.Listen("tcp", *addr)
+	l, err := listenTCP("tcp", *addr)
 	if err != nil {
 		return fmt.Errorf("bench server: listen on %s: %w", *addr, err)
 	}
