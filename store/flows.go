@@ -15,7 +15,7 @@ import (
 const flowCols = `flow_id, start_ms, end_ms, state, src, dst, pid, ppid, exe, cmdline, uid, user, cgroup, host,
 	host_source, iface, verdict, rule_id, bytes_in, bytes_out, error`
 
-const nFlowCols = 21
+const nFlowCols = 21 // TestAddFlowsBatchSizes counts flowCols
 
 // flowsPerInsert is how many rows one INSERT statement carries. Rows bound
 // in one statement share its parse, step and reset (a third less per flow
@@ -31,7 +31,7 @@ func insertFlows(n int) string {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+		b.WriteString("(" + strings.Repeat("?,", nFlowCols-1) + "?)")
 	}
 	return b.String()
 }

@@ -257,6 +257,9 @@ func TestFlows(t *testing.T) {
 // AddFlows binds up to flowsPerInsert rows to a statement: batches below,
 // at and across that size store every row, each value in its column.
 func TestAddFlowsBatchSizes(t *testing.T) {
+	if n := strings.Count(flowCols, ",") + 1; n != nFlowCols {
+		t.Fatalf("flowCols names %d columns, nFlowCols says %d", n, nFlowCols)
+	}
 	for _, n := range []int{1, flowsPerInsert - 1, flowsPerInsert, flowsPerInsert + 1, 3*flowsPerInsert + 5} {
 		s, _ := openTemp(t)
 		var batch []flow.Flow
