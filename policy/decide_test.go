@@ -248,10 +248,11 @@ func randomFlow(rng *rand.Rand) *flow.Flow {
 	return f
 }
 
-// TestSetMatchesDecide checks the indexed Set against the plain scan on many
-// random rule sets and flows: the indexes must never change a result.
-func TestSetMatchesDecide(t *testing.T) {
-	rng := rand.New(rand.NewPCG(1, 2))
+// eachRandomFlow calls fn for 300 random rule sets, compiled, and 20
+// random flows each.
+func eachRandomFlow(t *testing.T, seed uint64, fn func(round int, rules []Rule, s *Set, f *flow.Flow)) {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(seed, seed+1))
 	for round := range 300 {
 		rules := randomRules(rng, 1+rng.IntN(40))
 		s, err := Compile(rules)
@@ -259,13 +260,23 @@ func TestSetMatchesDecide(t *testing.T) {
 			t.Fatal(err)
 		}
 		for range 20 {
-			f := randomFlow(rng)
-			a, b := Decide(rules, f, Ask, t0), s.Decide(f, Ask, t0)
-			if a.Action != b.Action || a.RuleID != b.RuleID || !slices.Equal(a.Limits, b.Limits) {
-				t.Fatalf("round %d, flow %+v:\nDecide %+v\nSet    %+v\nrules %+v", round, f, a, b, rules)
-			}
+			fn(round, rules, s, randomFlow(rng))
 		}
 	}
+}
+
+func sameVerdict(a, b Verdict) bool {
+	return a.Action == b.Action && a.RuleID == b.RuleID && slices.Equal(a.Limits, b.Limits)
+}
+
+// TestSetMatchesDecide checks the indexed Set against the plain scan on many
+// random rule sets and flows: the indexes must never change a result.
+func TestSetMatchesDecide(t *testing.T) {
+	eachRandomFlow(t, 1, func(round int, rules []Rule, s *Set, f *flow.Flow) {
+		if a, b := Decide(rules, f, Ask, t0), s.Decide(f, Ask, t0); !sameVerdict(a, b) {
+			t.Fatalf("round %d, flow %+v:\nDecide %+v\nSet    %+v\nrules %+v", round, f, a, b, rules)
+		}
+	})
 }
 
 func TestHostMatters(t *testing.T) {
@@ -310,37 +321,28 @@ func TestHostMatters(t *testing.T) {
 // verdict, the deciding rule or the limits, whatever interface the flow
 // turns out to use (random rule sets, as TestSetMatchesDecide).
 func TestHostMattersNeverHidesAName(t *testing.T) {
-	rng := rand.New(rand.NewPCG(5, 6))
 	names := []string{"", "www.example.com", "example.com", "a.b.example.com", "cdn.net", "x.org", "b.example.com", "198.18.0.1"}
 	var yes, no int
-	for round := range 300 {
-		rules := randomRules(rng, 1+rng.IntN(40))
-		s, err := Compile(rules)
-		if err != nil {
-			t.Fatal(err)
+	eachRandomFlow(t, 5, func(round int, rules []Rule, s *Set, f *flow.Flow) {
+		f.Host, f.Iface = "", ""
+		if s.HostMatters(f, t0) {
+			yes++
+			return
 		}
-		for range 20 {
-			f := randomFlow(rng)
-			f.Host, f.Iface = "", ""
-			if s.HostMatters(f, t0) {
-				yes++
-				continue
-			}
-			no++
-			for _, iface := range []string{"", "eth0", "wlan0"} {
-				g := *f
-				g.Iface = iface
-				want := s.Decide(&g, Ask, t0)
-				for _, h := range names {
-					g.Host = h
-					if got := s.Decide(&g, Ask, t0); got.Action != want.Action || got.RuleID != want.RuleID || !slices.Equal(got.Limits, want.Limits) {
-						t.Fatalf("round %d: HostMatters said no, but host %q on %q gives %+v, without %+v\nflow %+v\nrules %+v",
-							round, h, iface, got, want, g, rules)
-					}
+		no++
+		for _, iface := range []string{"", "eth0", "wlan0"} {
+			g := *f
+			g.Iface = iface
+			want := s.Decide(&g, Ask, t0)
+			for _, h := range names {
+				g.Host = h
+				if got := s.Decide(&g, Ask, t0); !sameVerdict(got, want) {
+					t.Fatalf("round %d: HostMatters said no, but host %q on %q gives %+v, without %+v\nflow %+v\nrules %+v",
+						round, h, iface, got, want, g, rules)
 				}
 			}
 		}
-	}
+	})
 	if yes < 100 || no < 100 {
 		t.Errorf("HostMatters said yes %d and no %d times of %d: the random rules test too little", yes, no, yes+no)
 	}
