@@ -20,7 +20,6 @@ type rules struct {
 	all        []policy.Rule
 	byID       map[int64]policy.Rule
 	set        *policy.Set
-	needsHost  bool // some rule matches host names: flows it may match wait (bounded) for SNI/Host
 	needsIface bool // some rule matches an interface: find it before deciding
 	mayAsk     bool // the default action or some rule is ask
 }
@@ -58,11 +57,6 @@ func compileRules(all []policy.Rule, def policy.Action) (*rules, error) {
 		if ru.Iface != "" {
 			r.needsIface = true
 		}
-		if ru.Host != "" {
-			if h, err := policy.ParseHost(ru.Host); err == nil && (h.Kind == policy.HostName || h.Kind == policy.HostWildcard) {
-				r.needsHost = true
-			}
-		}
 	}
 	return r, nil
 }
@@ -76,7 +70,7 @@ func compileRules(all []policy.Rule, def policy.Action) (*rules, error) {
 // the machine, a server-speaks-first protocol's (SSH, SMTP) for the whole wait.
 func (d *Daemon) needsHost(f *flow.Flow) bool {
 	r := d.rules.Load()
-	if !r.needsHost {
+	if !r.set.NamesHosts() {
 		return false
 	}
 	now := time.Now()

@@ -247,6 +247,8 @@ func Compile(rules []Rule) (*Set, error) {
 		byCIDR:     map[netip.Prefix][]int32{},
 		byPort:     map[uint16][]int32{},
 		byIface:    map[string][]int32{},
+		namedByExe: map[string][]int32{},
+		namedByApp: map[string][]int32{},
 	}
 	s.rules = make([]compiled, 0, len(rules))
 	for i, r := range rules {
@@ -308,18 +310,18 @@ func Compile(rules []Rule) (*Set, error) {
 func (s *Set) indexNamed(c *compiled, pos int32) {
 	switch {
 	case c.app != "" && c.appIsPath:
-		if s.namedByExe == nil {
-			s.namedByExe = map[string][]int32{}
-		}
 		s.namedByExe[c.app] = append(s.namedByExe[c.app], pos)
 	case c.app != "":
-		if s.namedByApp == nil {
-			s.namedByApp = map[string][]int32{}
-		}
 		s.namedByApp[c.app] = append(s.namedByApp[c.app], pos)
 	default:
 		s.namedAny = append(s.namedAny, pos)
 	}
+}
+
+// NamesHosts reports whether some rule names a host by name or wildcard (so
+// a flow's host name may matter; see HostMatters).
+func (s *Set) NamesHosts() bool {
+	return len(s.namedAny) > 0 || len(s.namedByExe) > 0 || len(s.namedByApp) > 0
 }
 
 // HostMatters reports whether f's host name can change its verdict or its
@@ -329,7 +331,7 @@ func (s *Set) indexNamed(c *compiled, pos int32) {
 // false, waiting for the name the client sends (TLS SNI, HTTP Host) cannot
 // change the decision.
 func (s *Set) HostMatters(f *flow.Flow, now time.Time) bool {
-	if len(s.namedAny) == 0 && len(s.namedByExe) == 0 && len(s.namedByApp) == 0 {
+	if !s.NamesHosts() {
 		return false
 	}
 	q := query{f: f, app: f.App(), now: now.UnixNano()} // what matchesBesidesHost reads

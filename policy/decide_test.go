@@ -312,8 +312,12 @@ func TestHostMatters(t *testing.T) {
 			t.Errorf("%s: HostMatters = %v, want %v", tc.name, got, tc.want)
 		}
 	}
-	if none, _ := Compile([]Rule{{ID: 1, App: "curl", Action: Deny}, {ID: 2, Host: "10.0.0.0/8", Action: Ask}}); none.HostMatters(fl("/usr/bin/curl", "", "10.0.0.1:443"), t0) {
-		t.Error("HostMatters with no name rules")
+	if !s.NamesHosts() {
+		t.Error("NamesHosts is false for a set with name rules")
+	}
+	none, _ := Compile([]Rule{{ID: 1, App: "curl", Action: Deny}, {ID: 2, Host: "10.0.0.0/8", Action: Ask}})
+	if none.NamesHosts() || none.HostMatters(fl("/usr/bin/curl", "", "10.0.0.1:443"), t0) {
+		t.Error("NamesHosts or HostMatters with no name rules")
 	}
 }
 
