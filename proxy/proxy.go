@@ -418,35 +418,33 @@ func (p *Proxy) liveConns() []*conn {
 // CloseFlows resets every live flow for which match returns true (a new deny
 // rule, an exhausted quota) and returns how many it cut.
 func (p *Proxy) CloseFlows(match func(f *flow.Flow) bool, reason string) int {
-	p.mu.Lock()
-	live := p.liveConns()
-	p.mu.Unlock()
-	var cut []*conn
-	for _, c := range live {
-		s := c.snapshot()
-		if match(&s) {
-			cut = append(cut, c)
-		}
-	}
+	cut := p.matching(match)
 	for _, c := range cut {
 		c.abort(reason)
 	}
 	return len(cut)
 }
 
-// CutFlows ends every open flow for which match returns true cleanly (FIN
-// both ways, as when a quota runs out mid-transfer) and returns how many.
-func (p *Proxy) CutFlows(match func(f *flow.Flow) bool, reason string) int {
+// matching returns the live flows for which match returns true, looking at
+// each after p.mu is released (see liveConns).
+func (p *Proxy) matching(match func(f *flow.Flow) bool) []*conn {
 	p.mu.Lock()
 	live := p.liveConns()
 	p.mu.Unlock()
-	var cut []*conn
+	var out []*conn
 	for _, c := range live {
 		s := c.snapshot()
-		if s.State == flow.StateOpen && match(&s) {
-			cut = append(cut, c)
+		if match(&s) {
+			out = append(out, c)
 		}
 	}
+	return out
+}
+
+// CutFlows ends every open flow for which match returns true cleanly (FIN
+// both ways, as when a quota runs out mid-transfer) and returns how many.
+func (p *Proxy) CutFlows(match func(f *flow.Flow) bool, reason string) int {
+	cut := p.matching(func(f *flow.Flow) bool { return f.State == flow.StateOpen && match(f) })
 	for _, c := range cut {
 		c.cut(errors.New(reason))
 	}
