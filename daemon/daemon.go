@@ -271,6 +271,9 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}); ok {
 		pcfg.OriginalDstFD = r.OriginalDstFD // the event loops' (Linux)
 	}
+	if r, ok := red.(interface{ MarkFD(fd int) error }); ok {
+		pcfg.MarkFD = r.MarkFD
+	}
 	p, err := proxy.New(pcfg)
 	if err != nil {
 		return err

@@ -151,19 +151,19 @@ func classify(err error) error {
 // unredirected (the loop guard).
 func (n *NFT) DialControl(network, address string, c syscall.RawConn) error {
 	var serr error
-	err := c.Control(func(fd uintptr) {
-		// Raw, as getsockopt: the event loops call it once per connection.
-		mark := int32(n.cfg.Mark)
-		if _, _, e := unix.RawSyscall6(unix.SYS_SETSOCKOPT, fd, unix.SOL_SOCKET, unix.SO_MARK,
-			uintptr(unsafe.Pointer(&mark)), 4, 0); e != 0 {
-			serr = e
-		}
-	})
-	if err != nil {
+	if err := c.Control(func(fd uintptr) { serr = n.MarkFD(int(fd)) }); err != nil {
 		return err
 	}
-	if serr != nil {
-		return fmt.Errorf("set SO_MARK on upstream socket: %w", serr)
+	return serr
+}
+
+// MarkFD is DialControl for the event loops' sockets: raw, as getsockopt,
+// with no allocation (once per connection).
+func (n *NFT) MarkFD(fd int) error {
+	mark := int32(n.cfg.Mark)
+	if _, _, e := unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_MARK,
+		uintptr(unsafe.Pointer(&mark)), 4, 0); e != 0 {
+		return fmt.Errorf("set SO_MARK on upstream socket: %w", e)
 	}
 	return nil
 }

@@ -4,10 +4,12 @@ import (
 	"encoding/hex"
 	"flag"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/google/nftables"
@@ -163,5 +165,58 @@ func TestKernelLifecycle(t *testing.T) {
 		if err := n.Remove(); err != nil {
 			t.Fatalf("Remove #%d: %v", i, err)
 		}
+	}
+}
+
+// MarkFD and DialControl put the configured mark on a socket, which the out
+// chain's first rule returns unredirected (the loop guard). SO_MARK needs
+// CAP_NET_ADMIN.
+func TestMarkFD(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("setting SO_MARK needs root (CAP_NET_ADMIN)")
+	}
+	n := New(Config{Port: 9040, Mark: 0x77}, nil)
+	mark := func(fd int) int {
+		t.Helper()
+		v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := n.MarkFD(fd); err != nil {
+		t.Fatal(err)
+	}
+	if got := mark(fd); got != 0x77 {
+		t.Errorf("MarkFD: SO_MARK %#x, want 0x77", got)
+	}
+	if err := n.MarkFD(-1); err == nil || !strings.Contains(err.Error(), "SO_MARK") {
+		t.Errorf("MarkFD on a bad descriptor: %v", err)
+	}
+
+	var got int
+	d := net.Dialer{Control: func(network, address string, c syscall.RawConn) error {
+		if err := n.DialControl(network, address, c); err != nil {
+			return err
+		}
+		return c.Control(func(fd uintptr) { got = mark(int(fd)) })
+	}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := d.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if got != 0x77 {
+		t.Errorf("DialControl: SO_MARK %#x, want 0x77", got)
 	}
 }

@@ -586,7 +586,12 @@ func (l *loop) dial(fl *lflow) {
 		return
 	}
 	fl.up.fd = fd
-	if p.cfg.DialControl != nil {
+	if p.cfg.MarkFD != nil {
+		if err := p.cfg.MarkFD(fd); err != nil {
+			l.dialFailed(fl, err)
+			return
+		}
+	} else if p.cfg.DialControl != nil {
 		network := "tcp4"
 		if family == unix.AF_INET6 {
 			network = "tcp6"

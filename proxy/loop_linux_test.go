@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"hash"
 	"io"
 	"net"
@@ -241,15 +242,56 @@ func TestLoopIPv6(t *testing.T) {
 }
 
 // A connection the loops cannot give an upstream socket to is reset, not
-// leaked, and the proxy goes on.
+// leaked, and the proxy goes on: whether DialControl or MarkFD refuses.
 func TestLoopSocketFailure(t *testing.T) {
+	refuse := map[string]func(*Config){
+		"DialControl": func(c *Config) {
+			c.DialControl = func(string, string, syscall.RawConn) error { return errors.New("mark refused") }
+		},
+		"MarkFD": func(c *Config) { c.MarkFD = func(int) error { return errors.New("mark refused") } },
+	}
+	for name, edit := range refuse {
+		t.Run(name, func(t *testing.T) {
+			if name == "MarkFD" {
+				loopsOnly(t) // the goroutine relay dials with DialControl
+			}
+			h := newHarnessWith(t, Hooks{}, edit)
+			h.server(echoServer)
+			h.expectReset()
+			if fs := h.waitClosed(1); !strings.Contains(fs[0].Err, "mark refused") {
+				t.Fatalf("flow %+v", fs[0])
+			}
+		})
+	}
+}
+
+// The loops mark their upstream sockets through MarkFD when it is set (a
+// socket not yet connected), not through DialControl.
+func TestLoopMarkFD(t *testing.T) {
+	loopsOnly(t)
+	var marked, controlled atomic.Int32
 	h := newHarnessWith(t, Hooks{}, func(c *Config) {
-		c.DialControl = func(string, string, syscall.RawConn) error { return errors.New("mark refused") }
+		c.DialControl = func(string, string, syscall.RawConn) error { controlled.Add(1); return nil }
+		c.MarkFD = func(fd int) error {
+			if typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE); err != nil || typ != unix.SOCK_STREAM {
+				return fmt.Errorf("MarkFD on fd %d: type %d, %v", fd, typ, err)
+			}
+			if _, err := unix.Getpeername(fd); err != unix.ENOTCONN {
+				return fmt.Errorf("MarkFD on a connected socket (%v)", err)
+			}
+			marked.Add(1)
+			return nil
+		}
 	})
 	h.server(echoServer)
-	h.expectReset()
-	if fs := h.waitClosed(1); !strings.Contains(fs[0].Err, "mark refused") {
+	c := h.dial()
+	echo(t, c, "marked")
+	c.Close()
+	if fs := h.waitClosed(1); fs[0].Err != "" {
 		t.Fatalf("flow %+v", fs[0])
+	}
+	if marked.Load() != 1 || controlled.Load() != 0 {
+		t.Fatalf("MarkFD called %d times, DialControl %d; want 1 and 0", marked.Load(), controlled.Load())
 	}
 }
 

@@ -95,6 +95,10 @@ type Config struct {
 	GoroutineRelay bool
 	// DialControl marks upstream sockets so the redirect skips them (the loop guard).
 	DialControl func(network, address string, c syscall.RawConn) error
+	// MarkFD is DialControl for a socket the event loops made (Linux:
+	// SO_MARK), without a closure or an address string per connection;
+	// without it the loops call DialControl.
+	MarkFD func(fd int) error
 	// DialTimeout bounds the upstream connect; default 15s.
 	DialTimeout time.Duration
 	// PeekWait bounds how long a flow waits for the client's first bytes when a
