@@ -65,6 +65,12 @@ type lside struct {
 	bulk  bool // this burst filled the copy buffer: splice the rest of it
 }
 
+// loopConn is a loop flow's conn and lflow, one allocation.
+type loopConn struct {
+	c  conn
+	fl lflow
+}
+
 // lflow is a flow owned by a loop.
 type lflow struct {
 	c        *conn
@@ -81,7 +87,7 @@ type lflow struct {
 	sniffing bool
 	sniffBy  time.Time
 	begun    bool
-	f        flow.Flow // the flow as identified, while sniffing
+	f        flow.Flow // the flow as identified, for its decision (on the goroutine path too after a hand-off)
 	toGo     bool      // hand to the goroutine path once the pipes are empty
 	cutErr   error     // the limiter cut the flow: end it once the pipes are empty
 	queued   bool      // in the loop's ready list: it stopped moving bytes with more to read
@@ -96,10 +102,15 @@ type loop struct {
 	epf   *os.File        // ep for the runtime's poller (see wait)
 	eprc  syscall.RawConn // epf's
 	timed bool            // epf has a read deadline set
-	wake  int             // eventfd: requests and Close
-	lfds  []int           // this loop's duplicates of the listening sockets
-	flows map[int]*lside
-	gen   uint32
+	// wait's arguments and results for waitFn (l.waitOnce).
+	waitFn  func(uintptr) bool
+	waitEvs []unix.EpollEvent
+	waitN   int
+	waitErr error
+	wake    int   // eventfd: requests and Close
+	lfds    []int // this loop's duplicates of the listening sockets
+	flows   map[int]*lside
+	gen     uint32
 
 	dialing    map[*lflow]struct{}
 	sniffing   map[*lflow]struct{}
@@ -136,6 +147,7 @@ func (p *Proxy) startLoops() ([]*loop, error) {
 	for range n {
 		l := &loop{p: p, buf: make([]byte, copyBuf), flows: map[int]*lside{}, dialing: map[*lflow]struct{}{}, sniffing: map[*lflow]struct{}{},
 			budget: moveBudget, ep: -1, wake: -1}
+		l.waitFn = l.waitOnce
 		loops = append(loops, l)
 		var err error
 		if l.ep, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
@@ -372,19 +384,23 @@ func (l *loop) wait(evs []unix.EpollEvent, timeout int) (int, error) {
 		l.timed = false
 	}
 	// Read calls the function first, so ready events cost no wait.
-	var n int
-	var err error
-	rerr := l.eprc.Read(func(fd uintptr) bool {
-		n, err = rawEpollWait(int(fd), evs)
-		return n != 0 || err != nil
-	})
+	l.waitEvs = evs
+	rerr := l.eprc.Read(l.waitFn)
+	l.waitEvs = nil
 	if errors.Is(rerr, os.ErrDeadlineExceeded) {
 		return 0, nil
 	}
 	if rerr != nil {
 		return 0, rerr
 	}
-	return n, err
+	return l.waitN, l.waitErr
+}
+
+// waitOnce is wait's look at the set for the runtime's poller (made once
+// per loop as l.waitFn: a closure per wait would be an allocation).
+func (l *loop) waitOnce(fd uintptr) bool {
+	l.waitN, l.waitErr = rawEpollWait(int(fd), l.waitEvs)
+	return l.waitN != 0 || l.waitErr != nil
 }
 
 // requests runs what other goroutines posted; true means stop.
@@ -490,9 +506,11 @@ func (l *loop) newFlow(fd int, src netip.AddrPort) {
 		resetFD(fd)
 		return
 	}
-	c := &conn{p: p, ctx: p.ctx, cancel: noCancel}
+	lc := &loopConn{}
+	c, fl := &lc.c, &lc.fl
+	c.p, c.ctx, c.cancel = p, p.ctx, noCancel
 	c.f = flow.Flow{ID: p.nextID.Add(1), Src: src, Dst: dst, Start: time.Now(), State: flow.StateDialing, UID: -1}
-	fl := &lflow{c: c}
+	fl.c = c
 	c.lf = fl
 	c.lp.Store(l) // from now on abort and cut come to this loop
 	p.total.Add(1)
@@ -506,48 +524,48 @@ func (l *loop) newFlow(fd int, src netip.AddrPort) {
 	fl.up = lside{fd: -1, fl: fl, d: In}
 	fl.cli.peer, fl.up.peer = &fl.up, &fl.cli
 	defer l.recoverFlow(fl)
-	f := c.snapshot()
+	fl.f = c.snapshot()
+	f := &fl.f
 	switch {
 	case h.IdentifyFast != nil:
-		if !h.IdentifyFast(&f) {
+		if !h.IdentifyFast(f) {
 			// Only the slow lookup could name the process (no BPF
 			// record): it runs on a goroutine, not on the loop.
 			l.handOff(fl, c.run)
 			return
 		}
 	case h.Identify != nil:
-		h.Identify(&f)
+		h.Identify(f)
 	}
 	if h.Name != nil {
 		f.Host, f.HostSource = h.Name(f.Dst.Addr())
 	}
-	if h.NeedsHost != nil && h.NeedsHost(&f) {
+	if h.NeedsHost != nil && h.NeedsHost(f) {
 		// A decision may depend on the host name: wait (bounded) for the
 		// client's first bytes, TLS SNI or HTTP Host, before deciding.
-		fl.f = f
 		l.startSniff(fl)
 		return
 	}
-	l.decide(fl, f, false)
+	l.decide(fl, false)
 }
 
-// decide carries a flow on from its identification: interface, decision,
-// limiter, dial, or a hand-off to goroutines when it must wait.
-func (l *loop) decide(fl *lflow, f flow.Flow, sniffed bool) {
-	c := fl.c
+// decide carries a flow on from its identification (fl.f): interface,
+// decision, limiter, dial, or a hand-off to goroutines when it must wait.
+func (l *loop) decide(fl *lflow, sniffed bool) {
+	c, f := fl.c, &fl.f
 	defer l.recoverFlow(fl)
-	action := c.decide(&f)
+	action := c.decide(f)
 	if action == Ask {
 		c.update(func(cf *flow.Flow) { cf.Verdict, cf.RuleID = f.Verdict, f.RuleID })
-		l.handOff(fl, func() bool { return c.decided(&f, sniffed, Ask) })
+		l.handOff(fl, func() bool { return c.decided(f, sniffed, Ask) })
 		return
 	}
-	lim, ok := c.allowed(&f, action, func(reason string) { l.abortFlow(fl, reason) })
+	lim, ok := c.allowed(f, action, func(reason string) { l.abortFlow(fl, reason) })
 	if !ok {
 		return
 	}
 	if lim != nil && !l.mayRun(lim) {
-		l.handOff(fl, func() bool { return c.dialRelay(&f, sniffed, lim) })
+		l.handOff(fl, func() bool { return c.dialRelay(f, sniffed, lim) })
 		return
 	}
 	fl.lim = lim
@@ -1148,7 +1166,7 @@ func (l *loop) sniffSetup(fl *lflow, now time.Time) {
 		// resolved may have been learnt meanwhile.
 		f.Host, f.HostSource = l.p.cfg.Hooks.Name(f.Dst.Addr())
 	}
-	l.decide(fl, *f, found)
+	l.decide(fl, found)
 }
 
 // sniffTimeout shortens an epoll_wait timeout (ms, -1 none) to the earliest
