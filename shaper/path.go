@@ -42,7 +42,7 @@ type dirState struct {
 // the goroutines using it have stopped. A nil *Path limits nothing.
 type Path struct {
 	s      *Shaper
-	f      *flow.Flow
+	f      flow.Flow  // the shaper's copy: the proxy may go on writing to its own
 	mu     sync.Mutex // serializes re-resolving
 	cfg    atomic.Pointer[pathCfg]
 	closed atomic.Bool
@@ -73,7 +73,7 @@ func (p *Path) current() *pathCfg {
 	}
 	now := p.s.clock.Now()
 	var ev events
-	nc := p.s.build(p.f, now, &ev)
+	nc := p.s.build(&p.f, now, &ev)
 	p.cfg.Store(nc)
 	p.s.release(c, now)
 	p.s.emit(&ev)

@@ -481,11 +481,10 @@ func (s *Shaper) sweepLocked(now time.Time) {
 // error wrapping both ErrRefused and ErrQuotaExceeded; the flow must not
 // start. A nil Path is valid and limits nothing.
 func (s *Shaper) Attach(f *flow.Flow) (*Path, error) {
-	cp := *f // the proxy may go on writing to f; keep what matching needs
-	p := &Path{s: s, f: &cp}
+	p := &Path{s: s, f: *f}
 	now := s.clock.Now()
 	var ev events
-	c := s.build(p.f, now, &ev)
+	c := s.build(&p.f, now, &ev)
 	s.emit(&ev)
 	if c.refused != nil {
 		s.release(c, now)
