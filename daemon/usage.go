@@ -22,6 +22,10 @@ type usage struct {
 	// counted. Guarded by flushMu, as is last.
 	unstored []flow.Flow
 	last     map[uint64][2]int64 // flow id -> bytes in/out already counted
+	// spare is the last flush's closed buffer, emptied, for the next one:
+	// flowClosed appends on the event loops, and a buffer grown afresh each
+	// flush (doubling, copying, first-touch page faults) costs them.
+	spare []flow.Flow
 
 	// mu guards the counters below. It is held only to swap or add up
 	// small maps, never across a flush's pass over its flows or a write to
@@ -45,6 +49,10 @@ type usageSink interface {
 // maxUnstoredFlows bounds the closed flows kept in memory while the store
 // fails: the oldest go first.
 const maxUnstoredFlows = 10000
+
+// maxSpareFlows bounds the buffer a flush keeps for the next (~5 MB): a
+// burst past it is not held on to.
+const maxSpareFlows = 16384
 
 // init readies u to count and to write to sink. Call it before any use.
 func (u *usage) init(sink usageSink) {
@@ -88,7 +96,7 @@ func (d *Daemon) flushUsage(now time.Time) {
 	live := d.proxy.ChangedFlows(u.last)
 	u.mu.Lock()
 	closed := u.closed
-	u.closed = nil
+	u.closed, u.spare = u.spare, nil
 	sums := u.unsent
 	u.unsent = make(map[usageKey][2]int64, len(sums))
 	u.mu.Unlock()
@@ -144,9 +152,9 @@ func (d *Daemon) flushUsage(now time.Time) {
 	}
 	// Records a failed write left go first: they closed earlier. Their
 	// bytes were counted when they closed, so they are not counted again.
-	records := closed
+	records, own := closed, true // own: records is closed's buffer
 	if len(u.unstored) > 0 {
-		records = append(u.unstored, closed...)
+		records, own = append(u.unstored, closed...), false
 		u.unstored = nil
 	}
 	if len(records) > 0 {
@@ -156,8 +164,22 @@ func (d *Daemon) flushUsage(now time.Time) {
 				records = records[n-maxUnstoredFlows:]
 			}
 			u.unstored = records
+			if own {
+				closed = nil // kept for the retry
+			}
 		}
 	}
+	u.keepSpare(closed)
+}
+
+// keepSpare keeps b, a buffer of closed flows the flush is done with, as
+// the next flush's (cleared: its strings are not held on to).
+func (u *usage) keepSpare(b []flow.Flow) {
+	if cap(b) == 0 || cap(b) > maxSpareFlows {
+		return
+	}
+	clear(b)
+	u.spare = b[:0]
 }
 
 // appToday is what app used since local midnight, for a prompt.

@@ -195,3 +195,43 @@ func TestFlushUsageWritesOutsideTheLock(t *testing.T) {
 		t.Errorf("flows stored %v, want [1 2]", got)
 	}
 }
+
+// A flush hands its emptied buffer to the next one: the event loops' appends
+// (flowClosed) do not grow a fresh buffer every flush, and the buffer keeps
+// no old record's strings alive.
+func TestFlushUsageReusesItsBuffer(t *testing.T) {
+	sink := &fakeSink{usage: map[usageKey][2]int64{}}
+	d := usageDaemon(t, sink)
+	for i := 1; i <= 100; i++ {
+		d.flowClosed(closedFlow(uint64(i), "/usr/bin/curl", 1, 1))
+	}
+	d.flushUsage(time.Now())
+	spare := d.usage.spare
+	if cap(spare) < 100 {
+		t.Fatalf("the flush kept a buffer of %d records, want the 100 it wrote", cap(spare))
+	}
+	if f := spare[:cap(spare)][0]; f.Exe != "" || f.ID != 0 {
+		t.Errorf("the kept buffer still holds a record: %+v", f)
+	}
+	f := closedFlow(101, "/usr/bin/curl", 1, 1)
+	if n := testing.AllocsPerRun(50, func() { d.flowClosed(f) }); n != 0 {
+		t.Errorf("flowClosed allocated %v times per flow into the kept buffer", n)
+	}
+	d.flushUsage(time.Now())
+	if got := len(sink.flows); got != 151 {
+		t.Fatalf("stored %d flows, want 151", got)
+	}
+	for i, id := range sink.flows {
+		if want := min(uint64(i+1), 101); id != want {
+			t.Fatalf("flow %d stored as %d, want %d", i, id, want)
+		}
+	}
+	// A buffer grown past maxSpareFlows by a burst is let go.
+	for i := range maxSpareFlows + 1 {
+		d.flowClosed(closedFlow(uint64(1000+i), "/usr/bin/curl", 1, 1))
+	}
+	d.flushUsage(time.Now())
+	if d.usage.spare != nil {
+		t.Errorf("kept a buffer of %d records past the bound", cap(d.usage.spare))
+	}
+}
