@@ -392,7 +392,7 @@ func (d *Daemon) hooks() proxy.Hooks {
 		Decide:       d.decide,
 		Ask:          d.ask,
 		Limit:        d.limit,
-		Closed:       d.flowClosed,
+		Closed:       func(f flow.Flow) { d.flowClosed(&f) },
 	}
 	return h
 }

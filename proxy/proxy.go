@@ -78,8 +78,9 @@ type Hooks struct {
 	// Sniffed is told the host name found in the client's first bytes (TLS SNI or
 	// HTTP Host) so it may be remembered; optional.
 	Sniffed func(f *flow.Flow)
-	// Closed receives every flow when it ends.
-	Closed func(f *flow.Flow)
+	// Closed receives every flow when it ends (by value: a pointer passed
+	// through a hook escapes, a heap copy of every closed flow).
+	Closed func(f flow.Flow)
 }
 
 // Config configures a Proxy.
@@ -491,7 +492,7 @@ func (p *Proxy) unregister(c *conn) {
 	}
 	p.mu.Unlock()
 	if h := p.cfg.Hooks.Closed; h != nil {
-		h(&f)
+		h(f)
 	}
 }
 
