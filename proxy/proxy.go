@@ -78,8 +78,8 @@ type Hooks struct {
 	// Sniffed is told the host name found in the client's first bytes (TLS SNI or
 	// HTTP Host) so it may be remembered; optional.
 	Sniffed func(f *flow.Flow)
-	// Closed receives every flow when it ends (by value: a pointer passed
-	// through a hook escapes, a heap copy of every closed flow).
+	// Closed receives every flow when it ends. By value: a pointer passed
+	// through a hook escapes, which cost a heap copy of every closed flow.
 	Closed func(f flow.Flow)
 }
 
