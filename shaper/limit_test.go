@@ -95,9 +95,55 @@ func TestMatch(t *testing.T) {
 		{Selector{Iface: "eth0", App: "curl", Host: "*.example.com"}, f, true},
 		{Selector{Iface: "eth0", App: "wget", Host: "*.example.com"}, f, false},
 	} {
-		if got := s.matches(tc.sel, tc.f); got != tc.want {
+		if got := s.matches(tc.sel, tc.f, true); got != tc.want {
 			t.Errorf("matches(%v, exe=%q host=%q) = %v, want %v", tc.sel, tc.f.Exe, tc.f.Host, got, tc.want)
 		}
+		// When MayMatchHost said no, host selectors fail and the rest do not change.
+		if got, want := s.matches(tc.sel, tc.f, false), tc.want && tc.sel.Host == ""; got != want {
+			t.Errorf("matches(%v, exe=%q host=%q) without host matches = %v, want %v", tc.sel, tc.f.Exe, tc.f.Host, got, want)
+		}
+	}
+}
+
+// MayMatchHost is asked once per flow resolved: when it says no, no host
+// selector applies and MatchHost is not asked; when it says yes, they are.
+func TestMayMatchHost(t *testing.T) {
+	var asked int
+	s := New(Options{
+		MatchHost:    func(pattern string, f *flow.Flow) bool { asked++; return true },
+		MayMatchHost: func(f *flow.Flow) bool { return f.ID == 2 },
+	})
+	if err := s.SetLimits([]Limit{
+		{ID: 1, Sel: Selector{Host: "rule:1"}, In: 1000},
+		{ID: 2, Sel: Selector{Host: "rule:2"}, Out: 1000},
+		{ID: 3, Sel: Selector{Iface: "eth0"}, Out: 5000},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetQuotas([]Quota{
+		{ID: 10, Sel: Selector{Iface: "eth0"}, Limit: 1e9},
+		{ID: 11, Sel: Selector{Host: "rule:11"}, Limit: 1e9},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	quotas := func(p *Path) int { return len(p.cfg.Load().dir[In].quotas) } // Dir In, the zero value
+	no, err := s.Attach(&flow.Flow{ID: 1, Iface: "eth0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer no.Close()
+	if asked != 0 || no.Waits(In) || !no.Waits(Out) || quotas(no) != 1 {
+		t.Errorf("flow MayMatchHost refused: MatchHost asked %d times, waits in %v (want false), out %v (want true: the interface's limit), %d quotas (want the interface's)",
+			asked, no.Waits(In), no.Waits(Out), quotas(no))
+	}
+	yes, err := s.Attach(&flow.Flow{ID: 2, Iface: "eth0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer yes.Close()
+	if asked != 3 || !yes.Waits(In) || !yes.Waits(Out) || quotas(yes) != 2 {
+		t.Errorf("flow MayMatchHost allowed: MatchHost asked %d times (want 3), waits in %v, out %v (want both), %d quotas (want 2)",
+			asked, yes.Waits(In), yes.Waits(Out), quotas(yes))
 	}
 }
 

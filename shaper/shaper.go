@@ -27,6 +27,10 @@ type Options struct {
 	// "*.example.com") of Selector.Host, e.g. with the policy's matcher that
 	// knows CIDRs.
 	MatchHost func(pattern string, f *flow.Flow) bool
+	// MayMatchHost, when set, is asked once per flow being resolved; false
+	// means no Selector.Host can match it, and MatchHost is not asked about
+	// each (with hundreds of limits and quotas, most flows match none).
+	MayMatchHost func(f *flow.Flow) bool
 	// ExternalIfaceBytes means the daemon also counts interface traffic the
 	// proxy does not relay (UDP, ICMP, bypassing TCP: the capture's bytes less
 	// the proxied ones) and reports it with AddIfaceBytes. Quotas whose
@@ -43,6 +47,7 @@ type Shaper struct {
 	loc       *time.Location
 	onEvent   func(Event)
 	matchHost func(string, *flow.Flow) bool
+	mayHost   func(*flow.Flow) bool
 	external  bool
 
 	// gen changes whenever what a path resolves to may have changed; wake is
@@ -50,19 +55,23 @@ type Shaper struct {
 	gen  atomic.Uint64
 	wake atomic.Pointer[chan struct{}]
 
-	mu      sync.Mutex
-	limits  []Limit
-	quotas  []*quota
-	byID    map[int64]*quota
-	buckets map[bucketKey]*bucket
-	idle    []*bucket // unreferenced buckets kept until full
+	mu     sync.Mutex
+	limits []Limit
+	quotas []*quota
+	// For build: every limit, and the limits and quotas whose selector names
+	// no host (all that a flow MayMatchHost refused can match).
+	allLimits, unhostedLimits []*Limit
+	unhostedQuotas            []*quota
+	byID                      map[int64]*quota
+	buckets                   map[bucketKey]*bucket
+	idle                      []*bucket // unreferenced buckets kept until full
 }
 
 // New returns a Shaper with no limits and no quotas.
 func New(o Options) *Shaper {
 	s := &Shaper{
 		log: o.Logger, clock: o.Clock, loc: o.Loc, onEvent: o.OnEvent,
-		matchHost: o.MatchHost, external: o.ExternalIfaceBytes,
+		matchHost: o.MatchHost, mayHost: o.MayMatchHost, external: o.ExternalIfaceBytes,
 		byID: map[int64]*quota{}, buckets: map[bucketKey]*bucket{},
 	}
 	if s.log == nil {
@@ -107,14 +116,16 @@ func (s *Shaper) emit(ev *events) {
 	}
 }
 
-func (s *Shaper) matches(sel Selector, f *flow.Flow) bool {
+// matches reports whether sel selects f; mayHost false (MayMatchHost's
+// answer for f) fails every Host selector without asking.
+func (s *Shaper) matches(sel Selector, f *flow.Flow, mayHost bool) bool {
 	if sel.Iface != "" && sel.Iface != f.Iface {
 		return false
 	}
 	if sel.App != "" && sel.App != f.App() && sel.App != f.Exe {
 		return false
 	}
-	if sel.Host != "" && !s.matchHost(sel.Host, f) {
+	if sel.Host != "" && (!mayHost || !s.matchHost(sel.Host, f)) {
 		return false
 	}
 	return true
@@ -153,6 +164,14 @@ func (s *Shaper) SetLimits(ls []Limit) error {
 		}
 	}
 	s.limits = append([]Limit(nil), ls...)
+	s.allLimits, s.unhostedLimits = nil, nil
+	for i := range s.limits {
+		l := &s.limits[i]
+		s.allLimits = append(s.allLimits, l)
+		if l.Sel.Host == "" {
+			s.unhostedLimits = append(s.unhostedLimits, l)
+		}
+	}
 	s.mu.Unlock()
 	s.bump()
 	s.log.Debug("rate limits set", "count", len(ls))
@@ -239,6 +258,12 @@ func (s *Shaper) SetQuotas(qs []Quota) error {
 		}
 	}
 	s.quotas, s.byID = list, byID
+	s.unhostedQuotas = nil
+	for _, q := range list {
+		if q.q.Sel.Host == "" {
+			s.unhostedQuotas = append(s.unhostedQuotas, q)
+		}
+	}
 	s.mu.Unlock()
 	for i := range evs {
 		evs[i].changed = false
@@ -373,8 +398,13 @@ func (s *Shaper) build(f *flow.Flow, now time.Time, ev *events) *pathCfg {
 		b.refs++
 		c.held = append(c.held, b)
 	}
-	for _, l := range s.limits {
-		if !s.matches(l.Sel, f) {
+	limits, quotas := s.allLimits, s.quotas
+	mayHost := s.mayHost == nil || s.mayHost(f)
+	if !mayHost {
+		limits, quotas = s.unhostedLimits, s.unhostedQuotas
+	}
+	for _, l := range limits {
+		if !s.matches(l.Sel, f, mayHost) {
 			continue
 		}
 		each := eachKey(l.Each, f)
@@ -399,8 +429,8 @@ func (s *Shaper) build(f *flow.Flow, now time.Time, ev *events) *pathCfg {
 			}
 		}
 	}
-	for _, q := range s.quotas {
-		if !s.matches(q.q.Sel, f) {
+	for _, q := range quotas {
+		if !s.matches(q.q.Sel, f, mayHost) {
 			continue
 		}
 		q.mu.Lock()
