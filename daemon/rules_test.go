@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"errors"
+	"log/slog"
 	"net/netip"
 	"testing"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/netshape/netshape/control"
 	"github.com/netshape/netshape/flow"
 	"github.com/netshape/netshape/policy"
+	"github.com/netshape/netshape/proxy"
 )
 
 func TestRuleFromSpec(t *testing.T) {
@@ -86,5 +88,64 @@ func TestNeedsHost(t *testing.T) {
 		if got := d.needsHost(firefox); got != tc.firefox {
 			t.Errorf("%s: firefox needs its host: %v, want %v", tc.name, got, tc.firefox)
 		}
+	}
+}
+
+// The shaper skips the daemon's host selectors for a flow that no rule limit,
+// one-off rate or run can match (mayMatchSelector), and still applies each of
+// them to the flows they select.
+func TestLimitsWithHostSelectorsSkipped(t *testing.T) {
+	rs := []policy.Rule{
+		{ID: 1, App: "firefox", Action: policy.Allow, RateIn: 1e6},
+		{ID: 2, App: "curl", Action: policy.Allow, Quota: 1e9, Period: policy.PeriodMonth},
+		{ID: 3, Host: "*.example.test", Action: policy.Allow, RateOut: 1e6},
+	}
+	r, err := compileRules(rs, policy.Allow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &Daemon{pol: &policy.Config{DefaultAction: policy.Allow}, log: slog.New(slog.DiscardHandler)}
+	d.rules.Store(r)
+	d.newShaper()
+	d.runs.m = map[int64]control.Run{}
+	d.applyLimits(r)
+	dst := netip.MustParseAddrPort("198.18.0.1:443")
+	waits := func(f *flow.Flow) (in, out bool) {
+		t.Helper()
+		lim, err := d.limit(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if lim == nil {
+			return false, false
+		}
+		defer lim.Close()
+		w := lim.(pathLimiter)
+		return w.Waits(proxy.In), w.Waits(proxy.Out)
+	}
+	if in, out := waits(&flow.Flow{ID: 10, Exe: "/usr/bin/firefox", PID: 10, Dst: dst}); !in || out {
+		t.Errorf("firefox's rate: waits in %v out %v, want in only", in, out)
+	}
+	if in, out := waits(&flow.Flow{ID: 11, Exe: "/usr/bin/wget", PID: 11, Dst: dst, Host: "dl.example.test"}); in || !out {
+		t.Errorf("a host rule's rate: waits in %v out %v, want out only", in, out)
+	}
+	if in, out := waits(&flow.Flow{ID: 12, Exe: "/usr/bin/wget", PID: 12, Dst: dst}); in || out {
+		t.Errorf("a flow no limit selects: waits in %v out %v, want neither", in, out)
+	}
+
+	// A one-off rate from a prompt answer, for a flow no rule limits.
+	d.oneOff.m[13] = 5e5
+	d.applyLimits(r)
+	if in, out := waits(&flow.Flow{ID: 13, Exe: "/usr/bin/wget", PID: 13, Dst: dst}); !in || !out {
+		t.Errorf("a one-off rate: waits in %v out %v, want both", in, out)
+	}
+	// A run's rate (netshape run), for the processes in its cgroup.
+	d.runs.m[1] = control.Run{Cgroup: "/netshape.slice/run-1", Rate: 5e5}
+	d.applyLimits(r)
+	if in, out := waits(&flow.Flow{ID: 14, Exe: "/usr/bin/wget", Cgroup: "/netshape.slice/run-1", Dst: dst}); !in || !out {
+		t.Errorf("a run's rate: waits in %v out %v, want both", in, out)
+	}
+	if in, out := waits(&flow.Flow{ID: 15, Exe: "/usr/bin/wget", Cgroup: "/user.slice", Dst: dst}); in || out {
+		t.Errorf("a flow outside the run: waits in %v out %v, want neither", in, out)
 	}
 }

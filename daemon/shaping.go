@@ -43,6 +43,7 @@ func (d *Daemon) newShaper() {
 		Logger:             d.log.With("part", "shaper"),
 		OnEvent:            d.quotaEvent,
 		MatchHost:          d.matchSelector,
+		MayMatchHost:       d.mayMatchSelector,
 		ExternalIfaceBytes: d.cfg.Capture,
 	})
 	d.oneOff.m = map[uint64]float64{}
@@ -74,6 +75,28 @@ func (d *Daemon) matchSelector(pattern string, f *flow.Flow) bool {
 		return err == nil && d.inRun(n, f)
 	}
 	return false
+}
+
+// mayMatchSelector tells the shaper when none of the daemon's host
+// selectors (rule:N, flow:N, run:N) can match f, so it need not ask about
+// each: the flow being attached matched no rule's limit or quota, has no
+// one-off rate from a prompt, and no `netshape run` is under way. Any other
+// time (a path rebuilt after a rule change) it says maybe.
+func (d *Daemon) mayMatchSelector(f *flow.Flow) bool {
+	a := d.attaching.Load()
+	if a == nil || a.id != f.ID || len(a.ids) > 0 {
+		return true
+	}
+	d.oneOff.mu.Lock()
+	_, oneOff := d.oneOff.m[f.ID]
+	d.oneOff.mu.Unlock()
+	if oneOff {
+		return true
+	}
+	d.runs.mu.Lock()
+	runs := len(d.runs.m)
+	d.runs.mu.Unlock()
+	return runs > 0
 }
 
 // limitMemo remembers the limit ids of the last flow decided: the proxy's
