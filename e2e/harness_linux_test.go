@@ -78,7 +78,28 @@ func (e *env) start(args ...string) {
 	if err := e.tryStart(args...); err != nil {
 		e.t.Fatal(err)
 	}
-	e.t.Cleanup(func() { e.stopProcess() })
+	e.t.Cleanup(func() {
+		if e.t.Failed() {
+			e.logDaemon()
+		}
+		e.stopProcess()
+	})
+}
+
+// logDaemon puts the daemon's status (how process lookups were answered,
+// among others) and the end of its debug log in a failed test's output.
+func (e *env) logDaemon() {
+	var st control.Status
+	if err := control.NewClient(e.socket).Get(context.Background(), "/v1/status", &st); err != nil {
+		e.t.Logf("daemon status: %v", err)
+	} else if b, err := json.Marshal(st); err == nil {
+		e.t.Logf("daemon status: %s", b)
+	}
+	log := e.log.String()
+	if i := len(log) - 8<<10; i > 0 {
+		log = "..." + log[i:]
+	}
+	e.t.Logf("daemon log:\n%s", log)
 }
 
 func (e *env) tryStart(args ...string) error {
