@@ -11,7 +11,7 @@
 //	    ip daddr 127.0.0.0/8 return
 //	    ip6 daddr ::1 return
 //	    ip daddr <bypass> return      # each --bypass CIDR
-//	    meta l4proto tcp redirect to :9040
+//	    meta l4proto tcp redirect to :9040-9043   # Config.Ports proxy ports (the daemon: 4)
 //	  }
 //	  chain filter_out { ... }        # type filter hook output priority 0: QUIC and interface blocks
 //	  chain filter_in { ... }         # type filter hook input priority 0: interface blocks

@@ -30,6 +30,7 @@ var goldenConfigs = []struct {
 		netip.MustParsePrefix("192.168.0.0/16"), netip.MustParsePrefix("10.1.2.3/32"),
 		netip.MustParsePrefix("fe80::/10"), netip.MustParsePrefix("fd00:5e7::7/128")}}},
 	{"quic_blocked_iface", Config{Port: 9041, Mark: 0x77, BlockQUIC: true, BlockedIfaces: []string{"usb0", "wwan0"}}},
+	{"port_range", Config{Port: 9040, Ports: 4}},
 }
 
 func golden(t *testing.T, name, got string) {

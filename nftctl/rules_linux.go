@@ -51,11 +51,19 @@ func ruleset(cfg Config) ([]chainSpec, []ruleSpec) {
 	for _, p := range skip {
 		add(chainOut, daddrText(p)+" return", append(daddrMatch(p), &expr.Verdict{Kind: expr.VerdictReturn})...)
 	}
-	add(chainOut, fmt.Sprintf("meta l4proto tcp redirect to :%d", cfg.Port),
+	redir := []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
 		&expr.Immediate{Register: 1, Data: binary.BigEndian.AppendUint16(nil, cfg.Port)},
-		&expr.Redir{RegisterProtoMin: 1, RegisterProtoMax: 1, Flags: unix.NF_NAT_RANGE_PROTO_SPECIFIED})
+	}
+	if last := cfg.lastPort(); last != cfg.Port {
+		add(chainOut, fmt.Sprintf("meta l4proto tcp redirect to :%d-%d", cfg.Port, last), append(redir,
+			&expr.Immediate{Register: 2, Data: binary.BigEndian.AppendUint16(nil, last)},
+			&expr.Redir{RegisterProtoMin: 1, RegisterProtoMax: 2, Flags: unix.NF_NAT_RANGE_PROTO_SPECIFIED})...)
+	} else {
+		add(chainOut, fmt.Sprintf("meta l4proto tcp redirect to :%d", cfg.Port), append(redir,
+			&expr.Redir{RegisterProtoMin: 1, RegisterProtoMax: 1, Flags: unix.NF_NAT_RANGE_PROTO_SPECIFIED})...)
+	}
 
 	if cfg.BlockQUIC || len(cfg.BlockedIfaces) > 0 {
 		chains = append(chains, chainFilterOut)
