@@ -84,6 +84,9 @@ func (c *Config) fill() error {
 	if c.Port == 0 {
 		c.Port = DefaultPort
 	}
+	if last := int(c.Port) + proxyPorts - 1; last > 65535 {
+		return fmt.Errorf("--port %d: the proxy listens on %d ports from it, up to %d; use at most %d", c.Port, proxyPorts, last, 65536-proxyPorts)
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -356,10 +359,17 @@ func Run(ctx context.Context, cfg Config) (err error) {
 
 // listenAddrs are the proxy's addresses: IPv4 and, where the system has it,
 // IPv6 loopback.
+// listenAddrs are the proxy's addresses: proxyPorts ports from port, on
+// 127.0.0.1 and, when it is configured, ::1.
 func listenAddrs(port uint16) []netip.AddrPort {
-	as := []netip.AddrPort{netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)}
-	if hasIPv6Loopback() {
-		as = append(as, netip.AddrPortFrom(netip.IPv6Loopback(), port))
+	var as []netip.AddrPort
+	v6 := hasIPv6Loopback()
+	for i := range proxyPorts {
+		p := port + uint16(i)
+		as = append(as, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), p))
+		if v6 {
+			as = append(as, netip.AddrPortFrom(netip.IPv6Loopback(), p))
+		}
 	}
 	return as
 }

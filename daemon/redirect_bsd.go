@@ -10,6 +10,10 @@ import (
 	"github.com/netshape/netshape/pfctl"
 )
 
+// proxyPorts: pf redirects to one port (its states keep the client's own
+// source port, so there is no clash to avoid).
+const proxyPorts = 1
+
 // newRedirector builds the pf backend. Its loop guard needs a dedicated group
 // (_netshape on macOS, netshape on FreeBSD; see docs/macos.md): the daemon's
 // upstream sockets carry that gid and the route-to rule skips them.

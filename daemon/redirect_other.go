@@ -12,6 +12,8 @@ import (
 // ErrUnsupported: no redirect backend for this system (yet).
 var ErrUnsupported = errors.New("unsupported system")
 
+const proxyPorts = 1
+
 func newRedirector(cfg Config, log *slog.Logger) (Redirector, error) {
 	return nil, fmt.Errorf("%w: netshape has no redirect backend for %s", ErrUnsupported, runtime.GOOS)
 }

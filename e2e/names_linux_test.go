@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -483,5 +484,50 @@ func TestServerSpeaksFirst(t *testing.T) {
 	e.mustNetshape("rule", "add", "--host", "*.example.test", "--action", "deny")
 	if el := check("with a host-name rule for every app"); el < 120*time.Millisecond {
 		t.Errorf("banner after %v: the proxy did not wait for a name a rule may match", el)
+	}
+}
+
+// TestSourcePortReused: a client that connects from a source port it used a
+// moment before towards another destination (a conntrack entry of the first
+// connection lingers in TIME_WAIT with the same redirected reply tuple) keeps
+// its source port through the redirect, which picks another proxy port, so
+// the proxy still finds the process. With one proxy port NAT rewrote the
+// source port and the flow had no owner.
+func TestSourcePortReused(t *testing.T) {
+	e := newEnv(t)
+	other := netip.MustParseAddr("198.18.0.9")
+	nstest.Must(t, "ip", "-n", e.Srv, "addr", "add", other.String()+"/32", "dev", e.SrvIf)
+	const port = 2527
+	bannerServer(listen(t, e.Srv, netip.AddrPortFrom(netip.IPv4Unspecified(), port)))
+	e.start()
+	src := netip.AddrPortFrom(nstest.CliV4, 40001)
+	for _, dstIP := range []netip.Addr{nstest.SrvV4, other} {
+		dst := netip.AddrPortFrom(dstIP, port)
+		var c net.Conn
+		if err := nstest.Do(e.Cli, func() error {
+			d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(src), Timeout: 10 * time.Second,
+				Control: func(_, _ string, rc syscall.RawConn) error {
+					var serr error
+					rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1) })
+					return serr
+				}}
+			var err error
+			c, err = d.Dial("tcp", dst.String())
+			return err
+		}); err != nil {
+			t.Fatalf("dial %v from %v: %v", dst, src, err)
+		}
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if b, err := io.ReadAll(c); err != nil || string(b) != banner {
+			t.Fatalf("banner from %v: %q, %v", dst, b, err)
+		}
+		c.Close()
+		f, ok := e.waitFlowTo(dst)
+		if !ok {
+			t.Fatalf("no flow to %v", dst)
+		}
+		if f.Src != src || f.PID != os.Getpid() {
+			t.Errorf("flow to %v: source %v, pid %d; want %v and the test's pid %d", dst, f.Src, f.PID, src, os.Getpid())
+		}
 	}
 }

@@ -24,7 +24,7 @@ import (
 	"github.com/netshape/netshape/internal/nstest"
 )
 
-const uiPort = 9041
+const uiPort = 9050
 
 // chromiumPath finds Chromium, installing Debian's package when missing and
 // root; "" when it cannot be had.
@@ -109,9 +109,9 @@ func TestDashboardInChromium(t *testing.T) {
 	}
 
 	// A non-loopback address is refused before anything is installed.
-	if out, err := exec.Command(nsBin, "start", "--socket", e.socket, "--state-dir", e.stateDir, "--ui", "0.0.0.0:9041").CombinedOutput(); err == nil ||
+	if out, err := exec.Command(nsBin, "start", "--socket", e.socket, "--state-dir", e.stateDir, "--ui", "0.0.0.0:9050").CombinedOutput(); err == nil ||
 		!strings.Contains(string(out), "--ui-allow-remote") {
-		t.Fatalf("start --ui 0.0.0.0:9041 without --ui-allow-remote: %v %s", err, out)
+		t.Fatalf("start --ui 0.0.0.0:9050 without --ui-allow-remote: %v %s", err, out)
 	}
 
 	e.start("--ui", fmt.Sprintf("127.0.0.1:%d", uiPort), "--default", "ask", "--prompt-timeout", "60s")

@@ -25,10 +25,10 @@ const tokenLen = 32
 func CheckAddr(addr string, allowRemote bool) error {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return fmt.Errorf("bad --ui address %q: want HOST:PORT such as 127.0.0.1:9041: %w", addr, err)
+		return fmt.Errorf("bad --ui address %q: want HOST:PORT such as 127.0.0.1:9050: %w", addr, err)
 	}
 	if port == "" {
-		return fmt.Errorf("bad --ui address %q: no port (e.g. 127.0.0.1:9041)", addr)
+		return fmt.Errorf("bad --ui address %q: no port (e.g. 127.0.0.1:9050)", addr)
 	}
 	if isLoopbackHost(host) {
 		return nil
