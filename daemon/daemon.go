@@ -357,8 +357,6 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	return nil
 }
 
-// listenAddrs are the proxy's addresses: IPv4 and, where the system has it,
-// IPv6 loopback.
 // listenAddrs are the proxy's addresses: proxyPorts ports from port, on
 // 127.0.0.1 and, when it is configured, ::1.
 func listenAddrs(port uint16) []netip.AddrPort {

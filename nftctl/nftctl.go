@@ -33,7 +33,8 @@ type Config struct {
 	BlockedIfaces []string
 }
 
-// lastPort is the last proxy port the redirect may pick.
+// lastPort is the last proxy port the redirect may pick. A range that would
+// pass 65535 is not one: Port alone (the daemon refuses such a --port).
 func (c Config) lastPort() uint16 {
 	if c.Ports <= 1 || int(c.Port)+c.Ports-1 > 65535 {
 		return c.Port
