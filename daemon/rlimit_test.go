@@ -66,3 +66,21 @@ func TestRaiseFileLimitWarnsWhenItCannotFit(t *testing.T) {
 	}
 	t.Log(fl.warning)
 }
+
+// --port must leave room for every proxy port after it (four on Linux).
+func TestPortLeavesRoomForTheProxyPorts(t *testing.T) {
+	ok := Config{Port: uint16(65536 - proxyPorts)}
+	if err := ok.fill(); err != nil {
+		t.Fatalf("port %d: %v", ok.Port, err)
+	}
+	if got := listenAddrs(ok.Port); got[len(got)-1].Port() != 65535 {
+		t.Errorf("last listen address %v, want port 65535", got[len(got)-1])
+	}
+	if proxyPorts == 1 {
+		return
+	}
+	bad := Config{Port: uint16(65537 - proxyPorts)}
+	if err := bad.fill(); err == nil || !strings.Contains(err.Error(), "--port") {
+		t.Errorf("port %d with %d proxy ports: %v, want an error naming --port", bad.Port, proxyPorts, err)
+	}
+}
