@@ -79,7 +79,8 @@ func TestPortLeavesRoomForTheProxyPorts(t *testing.T) {
 	if proxyPorts == 1 {
 		return
 	}
-	bad := Config{Port: uint16(65537 - proxyPorts)}
+	first := 65537 - proxyPorts // a variable: with one proxy port the constant would not fit a uint16
+	bad := Config{Port: uint16(first)}
 	if err := bad.fill(); err == nil || !strings.Contains(err.Error(), "--port") {
 		t.Errorf("port %d with %d proxy ports: %v, want an error naming --port", bad.Port, proxyPorts, err)
 	}
