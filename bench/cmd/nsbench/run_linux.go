@@ -47,9 +47,6 @@ const benchRules = 1000
 // bareMark is the SO_MARK of gobare's upstream sockets, which its redirect skips.
 const bareMark = 0x5e8
 
-// USER_HZ: the unit of /proc/PID/stat times; 100 on every Linux ABI Go supports.
-const clockTicks = 100
-
 type options struct {
 	quick      bool
 	reps       int
@@ -101,6 +98,8 @@ type runner struct {
 	nss    []string
 	mu     sync.Mutex
 	once   sync.Once
+	// statOnce: the warning that /proc/stat could not be read, once.
+	statOnce sync.Once
 }
 
 func run(args []string) error {
@@ -389,11 +388,13 @@ func (r *runner) main() error {
 		r.logf("repetition %d/%d: order %s", rep+1, o.reps, names(order))
 		for _, p := range []int{1, 8} {
 			for _, c := range order {
-				gbps, cpu := r.tput(c, p)
-				res.add(c.name, fmt.Sprintf("tput%d_gbps", p), gbps)
+				t := r.tput(c, p)
+				res.add(c.name, fmt.Sprintf("tput%d_gbps", p), t.gbps)
 				if c.name != cDirect {
-					res.add(c.name, fmt.Sprintf("cpu%d_s_per_gb", p), cpu)
+					res.add(c.name, fmt.Sprintf("cpu%d_s_per_gb", p), t.cpuPerGB)
 				}
+				res.add(c.name, fmt.Sprintf("machine%d_s_per_gb", p), t.machinePerGB)
+				res.add(c.name, fmt.Sprintf("busy%d_frac", p), t.busyFrac)
 			}
 		}
 		// One contender at a time, not interleaved (nsbench latmix): with
@@ -417,7 +418,9 @@ func (r *runner) main() error {
 			if c.pid() > 0 {
 				before = cpuSeconds(c.pid())
 			}
+			m0 := r.machineTimes()
 			err := r.client(c, &rr, "rate", "-addr", c.target, "-c", strconv.Itoa(o.rateC), "-t", o.rateDur.String())
+			busy, frac := r.machineTimes().since(m0)
 			cpuPerConn := math.NaN()
 			if c.pid() > 0 && rr.OK > 0 {
 				waitChildren(c.pid(), 3*time.Second)
@@ -431,6 +434,10 @@ func (r *runner) main() error {
 				r.logf("WARNING: rate %s: %d failed connections of %d", c.name, rr.Errors, rr.OK+rr.Errors)
 			}
 			res.add(c.name, "rate_cps", rr.PerSec)
+			if rr.OK > 0 {
+				res.add(c.name, "rate_machine_us_per_conn", busy/float64(rr.OK)*1e6)
+				res.add(c.name, "rate_idle_frac", 1-frac)
+			}
 			if c.name != cDirect {
 				res.add(c.name, "rate_cpu_us_per_conn", cpuPerConn)
 			}
@@ -803,27 +810,51 @@ func (r *runner) client(c *contender, out any, sub string, args ...string) error
 	return json.Unmarshal(b, out)
 }
 
-// tput runs one throughput test and returns Gbit/s and the relay's CPU seconds per GB.
-func (r *runner) tput(c *contender, streams int) (gbps, cpuPerGB float64) {
+// tputResult is one throughput test: Gbit/s, the relay's CPU seconds per
+// GB, and the whole machine's (client, server, relay, softirqs) with the
+// fraction of the test it was busy.
+type tputResult struct {
+	gbps, cpuPerGB, machinePerGB, busyFrac float64
+}
+
+// tput runs one throughput test.
+func (r *runner) tput(c *contender, streams int) tputResult {
 	time.Sleep(200 * time.Millisecond) // let the previous test's sockets drain
 	var before float64
 	if c.pid() > 0 {
 		before = cpuSeconds(c.pid())
 	}
 	stopPerf := r.perf(c, fmt.Sprintf("tput%d", streams))
+	m0 := r.machineTimes()
 	var t TputResult
 	err := r.client(c, &t, "tput", "-addr", c.target, "-p", strconv.Itoa(streams), "-t", r.o.dur.String())
+	busy, frac := r.machineTimes().since(m0)
 	stopPerf()
 	if err != nil {
 		r.logf("WARNING: throughput %s x%d: %v", c.name, streams, err)
-		return math.NaN(), math.NaN()
+		return tputResult{math.NaN(), math.NaN(), math.NaN(), math.NaN()}
 	}
-	cpuPerGB = math.NaN()
+	gb := float64(t.Bytes) / 1e9
+	res := tputResult{gbps: t.Gbps, cpuPerGB: math.NaN(), machinePerGB: busy / gb, busyFrac: frac}
 	if c.pid() > 0 {
 		waitChildren(c.pid(), 3*time.Second) // socat's per-connection children count once reaped
-		cpuPerGB = (cpuSeconds(c.pid()) - before) / (float64(t.Bytes) / 1e9)
+		res.cpuPerGB = (cpuSeconds(c.pid()) - before) / gb
 	}
-	return t.Gbps, cpuPerGB
+	return res
+}
+
+// machineTimes reads the whole machine's CPU times; on error (no /proc/stat)
+// it warns once and returns zeros, which since turns into NaN.
+func (r *runner) machineTimes() cpuTimes {
+	b, err := os.ReadFile("/proc/stat")
+	if err == nil {
+		var t cpuTimes
+		if t, err = parseProcStat(b); err == nil {
+			return t
+		}
+	}
+	r.statOnce.Do(func() { r.logf("WARNING: no whole-machine CPU figures: %v", err) })
+	return cpuTimes{}
 }
 
 // perf starts perf(1) on netshape the first time test runs when -perf is set;
