@@ -41,12 +41,12 @@ func parseProcStat(b []byte) (cpuTimes, error) {
 // since returns the machine's busy CPU seconds between t0 and t and the
 // fraction of that time it was busy (busy / (busy + idle)).
 func (t cpuTimes) since(t0 cpuTimes) (busySeconds, busyFrac float64) {
-	if t.busy < t0.busy || t.idle < t0.idle {
-		return math.NaN(), math.NaN() // not a later reading
+	if t.busy < t0.busy || t.idle < t0.idle || t == t0 {
+		// Not a later reading: one of them failed (zeros), or no tick
+		// passed. NaN, which the summary drops, not a zero it would take
+		// for a measurement.
+		return math.NaN(), math.NaN()
 	}
 	b, i := float64(t.busy-t0.busy), float64(t.idle-t0.idle)
-	if b+i == 0 {
-		return 0, math.NaN()
-	}
 	return b / clockTicks, b / (b + i)
 }
