@@ -41,10 +41,11 @@ func parseProcStat(b []byte) (cpuTimes, error) {
 // since returns the machine's busy CPU seconds between t0 and t and the
 // fraction of that time it was busy (busy / (busy + idle)).
 func (t cpuTimes) since(t0 cpuTimes) (busySeconds, busyFrac float64) {
-	if t.busy < t0.busy || t.idle < t0.idle || t == t0 {
-		// Not a later reading: one of them failed (zeros), or no tick
-		// passed. NaN, which the summary drops, not a zero it would take
-		// for a measurement.
+	if t == (cpuTimes{}) || t0 == (cpuTimes{}) || t.busy < t0.busy || t.idle < t0.idle || t == t0 {
+		// A reading failed (zeros: a failed first one would count the
+		// time since boot), or t is not later, or no tick passed. NaN,
+		// which the summary drops, not a figure it would take for a
+		// measurement.
 		return math.NaN(), math.NaN()
 	}
 	b, i := float64(t.busy-t0.busy), float64(t.idle-t0.idle)

@@ -38,10 +38,10 @@ func TestCPUTimesSince(t *testing.T) {
 	if !near(busy, 1.5) || !near(frac, 0.75) {
 		t.Errorf("since = %v s, %v busy; want 1.5 s, 0.75", busy, frac)
 	}
-	// A failed reading (zeros, here both), readings out of order, or no
-	// tick between them give NaN, not a figure the summary would take for a
-	// measurement.
-	for _, c := range [][2]cpuTimes{{{}, t0}, {t0, {busy: 2000}}, {{}, {}}, {t0, t0}} {
+	// A failed reading (zeros: the second, the first, both), readings out
+	// of order, or no tick between them give NaN, not a figure the summary
+	// would take for a measurement.
+	for _, c := range [][2]cpuTimes{{{}, t0}, {t0, {}}, {{}, {}}, {t0, {busy: 2000}}, {t0, t0}} {
 		if b, f := c[0].since(c[1]); !math.IsNaN(b) || !math.IsNaN(f) {
 			t.Errorf("%+v.since(%+v) = %v, %v; want NaN", c[0], c[1], b, f)
 		}
